@@ -1,0 +1,184 @@
+"""Shared typed configuration: per-modality values, what the data provides, how to train.
+
+This is a leaf module: models, data, the trainer and the CLI all import it; it imports nothing of theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+"""The one modality order and spelling used everywhere (never `video`, `v` or `Feature_v`)."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Modalities(Generic[T]):
+    """One value per modality, named instead of positional (MMSA's `hidden_dims: [128, 16, 128]` is how bugs hide)."""
+
+    text: T
+    audio: T
+    vision: T
+
+    def __getitem__(self, modality: str) -> T:
+        if modality not in MODALITIES:
+            raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        return getattr(self, modality)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(m, getattr(self, m)) for m in MODALITIES]
+
+
+TaskKind = Literal["regression", "classification"]
+MetricFamily = Literal["mosi", "sims", "iemocap", "traits", "regression", "classification"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    """What a corpus provides and a model is built for; saved in every checkpoint.
+
+    `predict` and `evaluate` compare a checkpoint's spec with the data's spec, so a model is never fed features of
+    another dimensionality or from another extractor.
+    """
+
+    dims: dict[str, int]
+    """Feature dimension D_m of each modality present (a corpus may lack a modality, e.g. POM has no text)."""
+    lengths: dict[str, int]
+    """Padded sequence length T_m of each modality (1 for utterance-level features)."""
+    task: TaskKind = "regression"
+    targets: tuple[str, ...] = ("sentiment",)
+    """Names of the K predicted targets: ("sentiment",), POM's 17 traits, IEMOCAP's emotions."""
+    num_classes: int = 0
+    """Classes per target for classification (IEMOCAP: 2 per emotion); 0 for regression."""
+    metric_family: MetricFamily = "mosi"
+    """Which paper metrics apply (spec §0.2-§0.4)."""
+    aligned: bool = False
+    """Word-aligned (equal T across modalities) or not."""
+    extractors: dict[str, str] = field(default_factory=dict)
+    """Identity of the feature extractor of each modality, e.g. {"audio": "COVAREP"}."""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.dims)
+
+    @property
+    def num_targets(self) -> int:
+        return len(self.targets)
+
+    @property
+    def output_size(self) -> int:
+        """Width of the model's final layer: K scores, or K x C logits."""
+        return self.num_targets * max(self.num_classes, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        d = dict(d)
+        d["targets"] = tuple(d.get("targets", ("sentiment",)))
+        return cls(**d)
+
+    def compatible_with(self, other: InputSpec) -> list[str]:
+        """Reasons why data described by `other` cannot be fed to a model built for `self` (empty if none)."""
+        problems = []
+        for m in self.modalities:
+            if m not in other.dims:
+                problems.append(f"the model needs modality {m!r}, the data has only {list(other.dims)}")
+            elif other.dims[m] != self.dims[m]:
+                problems.append(f"{m} features are {other.dims[m]}-d in the data, the model expects {self.dims[m]}-d")
+        for m, name in self.extractors.items():
+            theirs = other.extractors.get(m)
+            if theirs is not None and theirs != name:
+                problems.append(f"{m} features come from extractor {theirs!r}, the model was trained on {name!r}")
+        if (self.task, self.num_classes, self.targets) != (other.task, other.num_classes, other.targets):
+            problems.append(
+                f"the model predicts {self.task} targets {list(self.targets)} (classes={self.num_classes}), "
+                f"the data has {other.task} targets {list(other.targets)} (classes={other.num_classes})"
+            )
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train, identical for every method; nothing method-specific lives here."""
+
+    lr: float = 1e-3
+    """Adam learning rate (a method may give some modules their own rate in `param_groups`)."""
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    max_epochs: int = 50
+    patience: int = 8
+    """Epochs without validation improvement before stopping (MMSA's early_stop)."""
+    monitor: str = "auto"
+    """Validation metric used for early stopping and model selection; `auto`: the metric family's default
+    (`mae` for MOSI/SIMS/traits, `f1` for IEMOCAP). Direction comes from the metric itself."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    seed: int = 1111
+    device: str = "auto"
+    """`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available)."""
+    num_workers: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe(Generic[T]):
+    """A paper's settings for one dataset, with where they come from."""
+
+    model: T
+    train: TrainConfig
+    source: str
+
+
+def replace_nested(obj: Any, overrides: dict[str, Any], *, what: str) -> Any:
+    """`dataclasses.replace` with dotted keys (`hidden.audio`) and a clear error for unknown fields.
+
+    String values (from the command line) are converted to the field's annotated type.
+    """
+    grouped: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in names:
+            raise ValueError(f"{what} has no field {head!r}; valid fields: {sorted(names)}")
+        if rest:
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = _coerce(value, hints.get(head, Any), f"{what}.{head}")
+    for head, sub in grouped.items():
+        current = getattr(obj, head)
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"{what}.{head} is not a nested config; cannot set {list(sub)} inside it")
+        direct[head] = replace_nested(current, sub, what=f"{what}.{head}")
+    return dataclasses.replace(obj, **direct)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    try:
+        if annotation is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if annotation in (int, float, str):
+            return annotation(value)
+        if origin is Literal:
+            if value not in args:
+                raise ValueError(value)
+            return value
+        if origin is tuple and args:
+            return tuple(type(args[0])(v) if not isinstance(args[0], type) else args[0](v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"cannot set {where} to {value!r}: expected {getattr(annotation, '__name__', annotation)}") from None
+    return value

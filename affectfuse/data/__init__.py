@@ -1,0 +1,1 @@
+"""Data: the batch type, in-memory corpora, on-disk formats, the synthetic corpus."""

@@ -1,0 +1,161 @@
+"""In-memory corpora: splits of pre-collated arrays, the NaN/inf policy, and batching without per-sample work."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..config import MODALITIES, InputSpec
+from .batch import Batch, Sample
+
+NonFinite = Literal["error", "zero"]
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+class DataFormatError(ValueError):
+    """A data file is missing something, or holds something of the wrong shape or type. The message names both."""
+
+
+class NonFiniteFeatureError(DataFormatError):
+    """Features hold NaN or +-inf (real in COVAREP audio) and the user did not ask for them to be replaced."""
+
+
+def check_finite(x: np.ndarray, *, source: str, split: str, modality: str, policy: NonFinite) -> np.ndarray:
+    """Reject NaN/inf, or replace them by 0 with a warning saying how many, when `policy == "zero"`."""
+    bad = ~np.isfinite(x)
+    count = int(bad.sum())
+    if count == 0:
+        return x
+    nan, inf = int(np.isnan(x).sum()), count - int(np.isnan(x).sum())
+    what = f"{source}: split {split!r}, modality {modality!r} has {count} non-finite values ({nan} NaN, {inf} inf)"
+    if policy == "error":
+        raise NonFiniteFeatureError(f"{what}; pass nonfinite='zero' (CLI: --nonfinite zero) to replace them by 0")
+    if policy != "zero":
+        raise ValueError(f"nonfinite policy must be 'error' or 'zero', got {policy!r}")
+    warnings.warn(f"{what}; replaced {count} values by 0", stacklevel=2)
+    x = x.copy()
+    x[bad] = 0.0
+    return x
+
+
+@dataclass
+class Split:
+    """One split as padded arrays; `masks` say which steps are real (left- or right-padded alike)."""
+
+    ids: list[str]
+    features: dict[str, np.ndarray]
+    """modality -> (N, T_m, D_m) float32."""
+    masks: dict[str, np.ndarray]
+    """modality -> (N, T_m) bool."""
+    labels: np.ndarray
+    """(N, K) float32 scores or (N, K) int64 classes."""
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.labels.ndim == 1:
+            self.labels = self.labels[:, None]
+        for m, x in self.features.items():
+            if m not in MODALITIES:
+                raise DataFormatError(f"unknown modality {m!r}; expected one of {MODALITIES}")
+            if x.ndim != 3 or len(x) != n:
+                raise DataFormatError(f"{m} features must be (N={n}, T, D); got shape {x.shape}")
+            if m not in self.masks:
+                self.masks[m] = np.ones(x.shape[:2], dtype=bool)
+            if self.masks[m].shape != x.shape[:2]:
+                raise DataFormatError(f"{m} mask must be {x.shape[:2]}; got {self.masks[m].shape}")
+        if len(self.labels) != n:
+            raise DataFormatError(f"{n} ids but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sample]) -> Split:
+        from .batch import collate
+
+        batch = collate(samples)
+        return cls(
+            ids=batch.ids,
+            features={m: x.numpy() for m, x in batch.features.items()},
+            masks={m: x.numpy() for m, x in batch.masks.items()},
+            labels=batch.label.numpy(),
+        )
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> Split:
+        index = np.asarray(index, dtype=np.int64)
+        return Split(
+            ids=[self.ids[i] for i in index],
+            features={m: x[index] for m, x in self.features.items()},
+            masks={m: x[index] for m, x in self.masks.items()},
+            labels=self.labels[index],
+        )
+
+
+@dataclass
+class Corpus:
+    """A dataset with its splits and what it provides (`spec`)."""
+
+    name: str
+    splits: dict[str, Split]
+    spec: InputSpec
+    source: str = ""
+    """Where it was read from (file or folder) and in which format, for messages and `data inspect`."""
+    notes: list[str] = field(default_factory=list)
+    """Caveats a user must know (e.g. the MOSI bc-LSTM leakage note), shown by `data inspect`."""
+    nonfinite: dict[str, int] = field(default_factory=dict)
+    """"split/modality" -> number of NaN/inf values replaced by 0 at load time (only with nonfinite="zero")."""
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise KeyError(f"corpus {self.name!r} has no split {name!r}; it has {list(self.splits)}")
+        return self.splits[name]
+
+
+def spec_from_splits(splits: dict[str, Split], **kwargs: object) -> InputSpec:
+    """Feature dims and padded lengths read from the data, never from constants (spec §0.1: MOSI is 5/20-d)."""
+    first = next(iter(splits.values()))
+    dims = {m: int(x.shape[-1]) for m, x in first.features.items()}
+    lengths = {m: max(int(s.features[m].shape[1]) for s in splits.values()) for m in dims}
+    return InputSpec(dims=dims, lengths=lengths, **kwargs)  # type: ignore[arg-type]
+
+
+class BatchLoader:
+    """Iterates a split in mini-batches by slicing pre-collated tensors (no per-sample Python work per step).
+
+    Each batch is trimmed to the longest real sequence it contains, so short utterances are not padded to the
+    corpus maximum.
+    """
+
+    def __init__(self, split: Split, *, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+        self.features = {m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in split.features.items()}
+        self.masks = {m: torch.from_numpy(np.ascontiguousarray(x, dtype=bool)) for m, x in split.masks.items()}
+        labels = torch.from_numpy(np.ascontiguousarray(split.labels))
+        self.labels = labels.float() if labels.is_floating_point() else labels.long()
+
+    def __len__(self) -> int:
+        return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.split)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            features, masks = {}, {}
+            for m, x in self.features.items():
+                mask = self.masks[m][index]
+                steps = torch.nonzero(mask.any(0))
+                lo, hi = (int(steps[0]), int(steps[-1]) + 1) if len(steps) else (0, 1)
+                features[m] = x[index, lo:hi]
+                masks[m] = mask[:, lo:hi]
+            yield Batch(features=features, masks=masks, label=self.labels[index], ids=[self.split.ids[i] for i in index])

@@ -1,0 +1,73 @@
+"""The contract every method honours: `forward(batch) -> Output`, `loss(batch) -> Losses`, `param_groups(train)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import InputSpec, TrainConfig
+from ..data.batch import Batch
+
+
+@dataclass
+class Output:
+    prediction: Tensor
+    """(B, K) scores for regression; (B, K, C) logits for classification."""
+
+
+@dataclass
+class Losses:
+    total: Tensor
+    """The scalar the trainer back-propagates."""
+    terms: dict[str, Tensor]
+    """Every named term of the method's objective, for logging."""
+    prediction: Tensor
+    """Same as `Output.prediction`, so the trainer needs no second forward for training metrics."""
+
+
+def task_loss(prediction: Tensor, label: Tensor, spec: InputSpec) -> Tensor:
+    """L1 for regression (as in the LMF/TFN/MMSA code), cross-entropy per target for classification."""
+    if spec.task == "regression":
+        return F.l1_loss(prediction, label.to(prediction.dtype))
+    return F.cross_entropy(prediction.reshape(-1, spec.num_classes), label.reshape(-1))
+
+
+class FusionModel(nn.Module):
+    """Base of every method. Subclasses implement `forward`; most inherit `loss` and `param_groups`.
+
+    Training-only modules live under `self.aux` (an `nn.ModuleDict`) so that `forward` provably never needs them
+    and profiling can report inference-time parameters without per-model code.
+    """
+
+    model_name: str = ""
+
+    def __init__(self, config: Any, spec: InputSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+
+    def forward(self, batch: Batch) -> Output:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> Losses:
+        prediction = self(batch).prediction
+        task = task_loss(prediction, batch.label, self.spec)
+        return Losses(total=task, terms={"task": task.detach()}, prediction=prediction.detach())
+
+    def param_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": train.lr}]
+
+    def shape_output(self, flat: Tensor) -> Tensor:
+        """(B, K*C) head output -> (B, K) scores or (B, K, C) logits, as `spec` declares."""
+        if self.spec.task == "regression":
+            return flat.reshape(flat.shape[0], self.spec.num_targets)
+        return flat.reshape(flat.shape[0], self.spec.num_targets, self.spec.num_classes)
+
+
+@torch.no_grad()
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
