@@ -74,6 +74,11 @@ class InputSpec:
         """Width of the model's final layer: K scores, or K x C logits."""
         return self.num_targets * max(self.num_classes, 1)
 
+    @property
+    def label_range(self) -> tuple[float, float] | None:
+        """The score range of sentiment corpora (MOSI/MOSEI [-3, 3], SIMS [-1, 1]); None where there is none."""
+        return {"mosi": (-3.0, 3.0), "sims": (-1.0, 1.0)}.get(self.metric_family)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -40,11 +40,17 @@ def register_model(name: str, *, config: type, recipes: Mapping[str, Recipe[Any]
     return decorate
 
 
+def _ensure_registered() -> None:
+    from . import models  # noqa: F401  (importing the package registers every method)
+
+
 def list_models() -> list[str]:
+    _ensure_registered()
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> ModelEntry:
+    _ensure_registered()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
     return _REGISTRY[name]

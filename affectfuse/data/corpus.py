@@ -149,8 +149,12 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.split)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
+        starts = list(range(0, n, self.batch_size))
+        if self.shuffle and len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()  # a training batch of one breaks BatchNorm; fold the last sample into the previous batch
+        for i, start in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else n
+            index = order[start:stop]
             features, masks = {}, {}
             for m, x in self.features.items():
                 mask = self.masks[m][index]

@@ -1,0 +1,136 @@
+"""The Python API the CLI mirrors: train one model for some seeds on a corpus, evaluate a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import atomic_write, load_model, save_checkpoint, write_json
+from .config import Recipe, replace_nested
+from .data.corpus import Corpus
+from .evaluate import predict
+from .metrics import aggregate, metrics_for
+from .registry import create_model, default_recipe, get_entry, make_config
+from .train import fit, seed_everything
+
+
+def resolve_recipe(model_name: str, corpus: Corpus, recipe: str | None = "auto") -> tuple[str, Recipe[Any]]:
+    """The recipe to start from: an explicit dataset name, or with "auto" the corpus's own (``mosi-utterance`` uses
+    ``mosi``), else the model's defaults. Returns (recipe name, recipe)."""
+    entry = get_entry(model_name)
+    if recipe in (None, "", "none", "default"):
+        return "default", default_recipe(model_name)
+    if recipe != "auto":
+        if recipe not in entry.recipes:
+            raise ValueError(f"model {model_name!r} has no recipe {recipe!r}; recipes: {', '.join(entry.recipes)}")
+        return recipe, entry.recipes[recipe]
+    for candidate in (corpus.name, corpus.name.split("-")[0]):
+        if candidate in entry.recipes:
+            return candidate, entry.recipes[candidate]
+    return "default", default_recipe(model_name)
+
+
+@dataclass
+class RunResult:
+    model: str
+    seed: int
+    recipe: str
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    out_dir: str | None
+
+
+def train_model(
+    model_name: str,
+    corpus: Corpus,
+    *,
+    seed: int = 1111,
+    recipe: str | None = "auto",
+    overrides: dict[str, Any] | None = None,
+    out_dir: Path | str | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train one model with one seed; select on validation; touch the test split once, with the selected weights.
+
+    `overrides` are dotted config keys: model fields (``rank``, ``hidden.audio``) or training fields prefixed with
+    ``train.`` (``train.lr``). With `out_dir`, writes best.pt, log.jsonl, test_predictions.csv and result.json there.
+    """
+    recipe_name, base = resolve_recipe(model_name, corpus, recipe)
+    model_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("train.")}
+    train_over = {k.removeprefix("train."): v for k, v in (overrides or {}).items() if k.startswith("train.")}
+    config = make_config(model_name, base.model, **model_over)
+    train = replace_nested(base.train, {**train_over, "seed": seed}, what="TrainConfig")
+    start = time.perf_counter()
+    seed_everything(seed)
+    model = create_model(model_name, corpus.spec, config)
+    result = fit(model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress)
+    ids, predictions, labels = predict(model, corpus.split("test"))
+    test = metrics_for(corpus.spec).compute(predictions, labels)
+    run = RunResult(model=model_name, seed=seed, recipe=recipe_name, best_epoch=result.best_epoch, valid=result.valid,
+                    test=test, seconds=round(time.perf_counter() - start, 2),
+                    out_dir=str(out_dir) if out_dir is not None else None)
+    if out_dir is not None:
+        out = Path(out_dir)
+        save_checkpoint(out / "best.pt", model, train=train,
+                        metrics={"valid": result.valid, "test": test, "epoch": result.best_epoch})
+        write_predictions(out / "test_predictions.csv", ids, predictions, labels, corpus.spec.targets)
+        write_json(out / "result.json", {**dataclasses.asdict(run), "config": dataclasses.asdict(config),
+                                         "train": dataclasses.asdict(train), "data": corpus.source})
+    return run
+
+
+def write_predictions(path: Path | str, ids: list[str], predictions: np.ndarray, labels: np.ndarray,
+                      targets: tuple[str, ...]) -> Path:
+    """One row per sample: id, then label and prediction per target (class logits flattened for classification)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    flat = predictions.reshape(len(ids), len(targets), -1)
+    width = flat.shape[-1]
+    header = ["id"]
+    for t in targets:
+        header += [f"label_{t}"] + ([f"prediction_{t}"] if width == 1 else [f"logit_{t}_{c}" for c in range(width)])
+    writer.writerow(header)
+    for i, sample in enumerate(ids):
+        row: list[Any] = [sample]
+        for k in range(len(targets)):
+            row += [labels[i, k].item(), *flat[i, k].tolist()]
+        writer.writerow(row)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
+
+
+def train_many(models: list[str], corpus: Corpus, *, seeds: list[int], out_dir: Path | str | None = None,
+               **kwargs: Any) -> dict[str, list[RunResult]]:
+    """Every model x seed; each seed keeps its own checkpoint and predictions under out_dir/<model>/seed<N>/."""
+    results: dict[str, list[RunResult]] = {}
+    for name in models:
+        get_entry(name)  # fail on a typo before training anything
+    for name in models:
+        for seed in seeds:
+            run_dir = Path(out_dir) / name / f"seed{seed}" if out_dir is not None else None
+            results.setdefault(name, []).append(train_model(name, corpus, seed=seed, out_dir=run_dir, **kwargs))
+    return results
+
+
+def summarise(results: dict[str, list[RunResult]], split: str = "test") -> dict[str, dict[str, tuple[float, float]]]:
+    """mean and std over seeds of every metric, per model."""
+    return {name: aggregate([getattr(r, split) for r in runs]) for name, runs in results.items()}
+
+
+def evaluate_checkpoint(checkpoint: Path | str, corpus: Corpus, *, split: str = "test") -> dict[str, float]:
+    """Metrics of a saved model on one split of a corpus, after checking the data fits the model."""
+    model = load_model(checkpoint)
+    problems = model.spec.compatible_with(corpus.spec)
+    if problems:
+        raise ValueError(f"checkpoint {checkpoint} cannot be evaluated on {corpus.source or corpus.name}: "
+                         + "; ".join(problems))
+    _, predictions, labels = predict(model, corpus.split(split))
+    return metrics_for(model.spec).compute(predictions, labels)

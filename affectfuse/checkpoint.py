@@ -1,0 +1,102 @@
+"""Checkpoints: one `torch.save` dict (name, config, input spec, training config, weights, metrics), written
+atomically and loaded with `weights_only=True` so a checkpoint can never run code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import InputSpec
+from .registry import config_from_dict, config_to_dict, get_entry
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model_name", "config", "spec", "state_dict")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, corrupted or not an affectfuse checkpoint; the message names the file."""
+
+
+def atomic_write(path: Path | str, write: Any, *, mode: str = "wb") -> Path:
+    """Write through `write(file_object)` into a temporary file beside `path`, then rename over it.
+
+    A crash mid-write leaves the previous file (or nothing), never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path | str, data: Any) -> Path:
+    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=float) + "\n"), mode="w")
+
+
+def save_checkpoint(path: Path | str, model: Any, *, train: Any = None, metrics: dict[str, Any] | None = None) -> Path:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "affectfuse_version": __version__,
+        "model_name": model.model_name,
+        "config": config_to_dict(model.config),
+        "spec": model.spec.to_dict(),
+        "train": dataclasses.asdict(train) if train is not None else None,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": metrics or {},
+    }
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip/pickle errors differ by corruption kind; all mean the same to a user
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or not a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
+        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} is not an affectfuse checkpoint: expected keys {list(REQUIRED_KEYS)}, found {found}")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {payload['format_version']}; this affectfuse reads {FORMAT_VERSION}")
+    return payload
+
+
+def load_model(path: Path | str) -> Any:
+    """Rebuild a trained model through the registry (on CPU, in eval mode) from a checkpoint written by `fit`."""
+    payload = read_checkpoint(path)
+    try:
+        entry = get_entry(payload["model_name"])
+        config = config_from_dict(entry.name, payload["config"])
+        spec = InputSpec.from_dict(payload["spec"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    model = entry.cls(config, spec)
+    try:
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"{path}: weights do not fit model {entry.name!r}: {str(error)[:300]}") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit model {entry.name!r} with the saved config "
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+        )
+    return model.eval()

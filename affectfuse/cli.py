@@ -1,0 +1,186 @@
+"""Command line: parsing and wiring only; every command calls one library function.
+
+    affectfuse models [--json]
+    affectfuse data inspect PATH|SPEC [--json]
+    affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
+                     [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--json]
+    affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from . import models as _models  # noqa: F401  (registers the methods)
+from .registry import get_entry, list_models
+
+Positional = tyro.conf.Positional
+
+
+@dataclass
+class ModelsArgs:
+    """List the registered models with their recipes."""
+
+    json: bool = False
+    """Print one JSON object instead of a table."""
+
+
+@dataclass
+class InspectArgs:
+    """Describe a corpus: format, splits, sizes, dims, lengths, label range, NaN/inf counts, caveats."""
+
+    data: Positional[str]
+    """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    json: bool = False
+
+
+@dataclass
+class TrainArgs:
+    """Train models (each seed separately), select on validation, report the test split."""
+
+    model: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("-m",))]
+    """One or more registered model names (see `affectfuse models`)."""
+    data: str = "synthetic"
+    """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    recipe: str = "auto"
+    """Dataset whose paper recipe to start from (`mosi`, `pom`, ...); `auto`: the corpus's own; `default`: none."""
+    seed: tuple[int, ...] = (1111,)
+    """Seeds to run (MMSA reports 1111-1115)."""
+    seeds: int = 0
+    """Shorthand: run this many consecutive seeds starting at the first --seed."""
+    set: tuple[str, ...] = ()
+    """Config overrides KEY=VALUE: model fields (`rank=8`, `hidden.audio=16`) or `train.FIELD` (`train.lr=1e-3`)."""
+    out: Path = Path("runs")
+    """Output folder: <out>/<model>/seed<N>/{best.pt, log.jsonl, test_predictions.csv, result.json}, summary.json."""
+    device: str = ""
+    """`cpu`, `cuda`, `cuda:N` or `auto` (default: the recipe's, i.e. auto)."""
+    nonfinite: Literal["error", "zero"] = "error"
+    """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
+    json: bool = False
+    quiet: bool = False
+    """No progress bars."""
+
+
+@dataclass
+class EvaluateArgs:
+    """Score a checkpoint on a corpus split with the paper metrics."""
+
+    checkpoint: Positional[Path]
+    data: str
+    """A path, `synthetic[:...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    split: str = "test"
+    nonfinite: Literal["error", "zero"] = "error"
+    json: bool = False
+
+
+def cmd_models(args: ModelsArgs) -> None:
+    rows = {name: {"config": get_entry(name).config.__name__, "recipes": list(get_entry(name).recipes)}
+            for name in list_models()}
+    if args.json:
+        print(json.dumps(rows))
+        return
+    for name, row in rows.items():
+        print(f"{name:12s} {row['config']:14s} recipes: {', '.join(row['recipes'])}")
+
+
+def cmd_inspect(args: InspectArgs) -> None:
+    from .data.datasets import inspect_path
+
+    report = inspect_path(args.data)
+    print(json.dumps(report, indent=None if args.json else 2, default=str))
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. rank=8 or train.lr=1e-3), got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def cmd_train(args: TrainArgs) -> None:
+    from .api import summarise, train_many
+    from .checkpoint import write_json
+    from .data.datasets import load_data
+    from .metrics import format_table, metrics_for
+
+    overrides: dict[str, Any] = parse_overrides(args.set)
+    if args.device:
+        overrides["train.device"] = args.device
+    seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
+    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    results = train_many(list(args.model), corpus, seeds=seeds, out_dir=args.out, overrides=overrides,
+                         progress=not (args.quiet or args.json))
+    summary = summarise(results)
+    payload = {
+        "data": corpus.source or args.data,
+        "seeds": seeds,
+        "test": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in summary.items()},
+        "runs": [dataclasses.asdict(r) for runs in results.values() for r in runs],
+    }
+    write_json(args.out / "summary.json", payload)
+    if args.json:
+        print(json.dumps(payload, default=float))
+        return
+    suite = metrics_for(corpus.spec)
+    print(f"\n{corpus.name}: test split, mean ± std over seeds {seeds} (each checkpoint selected on validation)")
+    print(format_table(summary, suite.keys))
+    print(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+
+
+def cmd_evaluate(args: EvaluateArgs) -> None:
+    from .api import evaluate_checkpoint
+    from .data.datasets import load_data
+
+    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    scores = evaluate_checkpoint(args.checkpoint, corpus, split=args.split)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "metrics": scores}, default=float))
+        return
+    for key, value in scores.items():
+        print(f"{key:20s} {value:.4f}")
+
+
+COMMANDS = {
+    "models": (ModelsArgs, cmd_models),
+    "train": (TrainArgs, cmd_train),
+    "evaluate": (EvaluateArgs, cmd_evaluate),
+}
+USAGE = __doc__ or ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE.strip())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "data":
+        if not rest or rest[0] != "inspect":
+            print("usage: affectfuse data inspect PATH|SPEC [--json]", file=sys.stderr)
+            return 2
+        spec, handler, prog, rest = InspectArgs, cmd_inspect, "affectfuse data inspect", rest[1:]
+    elif command in COMMANDS:
+        spec, handler = COMMANDS[command]
+        prog = f"affectfuse {command}"
+    else:
+        print(f"affectfuse: unknown command {command!r}; commands: models, data inspect, train, evaluate", file=sys.stderr)
+        return 2
+    args = tyro.cli(spec, args=rest, prog=prog)
+    try:
+        handler(args)
+    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as error:
+        # User errors (bad data, unknown names, corrupted files) end with their message, not a traceback.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"affectfuse {command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,36 @@
+"""Scoring a model: `predict` runs `forward` only (never `loss`), `evaluate` applies the corpus's paper metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.batch import Batch
+from .data.corpus import BatchLoader, Split
+from .metrics import MetricSuite, metrics_for
+
+
+@torch.no_grad()
+def predict(model: Any, data: Split | Iterable[Batch], *, batch_size: int = 256) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, predictions, labels) over a split, in order; predictions (N, K) scores or (N, K, C) logits."""
+    loader = BatchLoader(data, batch_size=batch_size) if isinstance(data, Split) else data
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ids, predictions, labels = [], [], []
+    for batch in loader:
+        ids.extend(batch.ids)
+        predictions.append(model(batch.to(device)).prediction.float().cpu())
+        labels.append(batch.label)
+    model.train(was_training)
+    return ids, torch.cat(predictions).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model: Any, data: Split | Iterable[Batch], *, suite: MetricSuite | None = None) -> dict[str, float]:
+    """The paper metrics of `model` on `data` (every key of the corpus's metric family, full precision)."""
+    suite = suite or metrics_for(model.spec)
+    _, predictions, labels = predict(model, data)
+    return suite.compute(predictions, labels)

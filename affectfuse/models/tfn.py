@@ -1,0 +1,163 @@
+"""TFN: Tensor Fusion Network (Zadeh et al., EMNLP 2017) — the baseline of LMF.
+
+Each modality is encoded to a vector z_m (utterance-level sub-networks for audio and vision, an LSTM for text), a
+constant 1 is appended, and the fused representation is the outer product
+
+    Z = [1; z_t] ⊗ [1; z_a] ⊗ [1; z_v]        (flattened: ∏_m (d_m + 1) entries)
+
+which holds the unimodal, bimodal and trimodal interactions at once. A small MLP (the inference sub-network) maps
+Z to the prediction. Spec: shared/spec/methods.md §1. Official code: Justin1904/TensorFusionNetworks (no licence;
+re-implemented from the description).
+
+Deviations from the paper / official code:
+- Audio and vision are averaged over their *real* time steps inside the model (`masked_mean`); the LMF/MMSA data
+  pipelines average over the padded length, which shrinks short clips.
+- The text LSTM is packed by true length (the official code runs it over padding).
+- A corpus without a modality (POM has no text) fuses only the modalities it has: Z = ⊗ over those.
+- The output sigmoid (scaled to the label range, e.g. x6 - 3 on MOSI) is kept for bounded sentiment scores;
+  targets with no known range (POM traits) get a linear output; classification gets logits.
+- Loss: L1 with mean reduction (official: sum); the two differ by a constant factor Adam is insensitive to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..data.batch import Batch
+from ..layers import SubNet, TextSubNet, bounded_output, masked_mean
+from ..registry import register_model
+from .base import FusionModel, Output
+
+
+@dataclass(frozen=True, kw_only=True)
+class TFNConfig:
+    """Hyper-parameters of TFN. Defaults are the paper's: z_l 128, z_a = z_v = 32, inference net 2 x FC(128)."""
+
+    hidden: Modalities[int] = Modalities(text=128, audio=32, vision=32)
+    """Width of each modality's sub-network (for text: the LSTM hidden size)."""
+    text_out: int = 128
+    """Size of the text vector z_t after the LSTM's linear layer."""
+    dropout: Modalities[float] = Modalities(text=0.15, audio=0.15, vision=0.15)
+    """Dropout inside each sub-network."""
+    post_fusion_dim: int = 128
+    """Width of the two hidden layers of the inference sub-network."""
+    post_fusion_dropout: float = 0.15
+
+
+RECIPES = {
+    "mosi": Recipe(
+        model=TFNConfig(
+            hidden=Modalities(text=128, audio=32, vision=128),
+            text_out=32,
+            dropout=Modalities(text=0.3, audio=0.3, vision=0.3),
+            post_fusion_dim=64,
+            post_fusion_dropout=0.5,
+        ),
+        train=TrainConfig(lr=1e-3, batch_size=32, patience=8, max_epochs=100),
+        source="MMSA config_regression.json, TFN/mosi (the setting EMT-DLFR and DMD report TFN with)",
+    ),
+    "mosei": Recipe(
+        model=TFNConfig(
+            hidden=Modalities(text=128, audio=16, vision=128),
+            text_out=128,
+            dropout=Modalities(text=0.4, audio=0.4, vision=0.4),
+            post_fusion_dim=16,
+            post_fusion_dropout=0.4,
+        ),
+        train=TrainConfig(lr=5e-3, batch_size=128, patience=8, max_epochs=100),
+        source="MMSA config_regression.json, TFN/mosei",
+    ),
+    "sims": Recipe(
+        model=TFNConfig(
+            hidden=Modalities(text=128, audio=32, vision=128),
+            text_out=256,
+            dropout=Modalities(text=0.4, audio=0.4, vision=0.4),
+            post_fusion_dim=32,
+            post_fusion_dropout=0.4,
+        ),
+        train=TrainConfig(lr=5e-4, batch_size=32, patience=8, max_epochs=100),
+        source="MMSA config_regression.json, TFN/sims",
+    ),
+    "iemocap": Recipe(
+        model=TFNConfig(hidden=Modalities(text=128, audio=4, vision=16), text_out=64, post_fusion_dim=32),
+        train=TrainConfig(lr=1e-3, batch_size=32, patience=20, max_epochs=100),
+        source="TensorFusionNetworks repo defaults TFN(hidden=(4,16,128), text_out=64, dropout 0.15, post 32); "
+        "no per-emotion TFN setting is published",
+    ),
+    "pom": Recipe(
+        model=TFNConfig(hidden=Modalities(text=128, audio=8, vision=8), text_out=64, post_fusion_dim=32),
+        train=TrainConfig(lr=1e-3, batch_size=32, patience=20, max_epochs=200),
+        source="no published TFN POM setting; mid-grid values of the LMF repo's POM search (train_pom.py)",
+    ),
+    "synthetic": Recipe(
+        model=TFNConfig(hidden=Modalities(text=32, audio=16, vision=16), text_out=16, post_fusion_dim=32,
+                        dropout=Modalities(text=0.1, audio=0.1, vision=0.1), post_fusion_dropout=0.1),
+        train=TrainConfig(lr=2e-3, batch_size=32, patience=6, max_epochs=25),
+        source="affectfuse: sized for the built-in synthetic corpus (trains in about a minute on 2 CPU cores)",
+    ),
+}
+
+
+class UnimodalEncoders(nn.Module):
+    """z_m for every modality the corpus has: sub-networks on time-averaged audio/vision, an LSTM on text.
+
+    Shared by TFN and LMF, which use the same sub-networks (spec §2.1).
+    """
+
+    def __init__(self, spec: InputSpec, hidden: Modalities[int], dropout: Modalities[float], text_out: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict()
+        for m in spec.modalities:
+            if m == "text":
+                self.encoders[m] = TextSubNet(spec.dims[m], hidden.text, text_out, dropout.text)
+            else:
+                self.encoders[m] = SubNet(spec.dims[m], hidden[m], dropout[m])
+        self.out_dims = {m: (text_out if m == "text" else hidden[m]) for m in spec.modalities}
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        z = {}
+        for m, encoder in self.encoders.items():
+            x, mask = batch.features[m], batch.masks[m]
+            z[m] = encoder(x, mask) if m == "text" else encoder(masked_mean(x, mask))  # (B, d_m)
+        return z
+
+
+def append_one(z: Tensor) -> Tensor:
+    """z -> [1; z], (B, d) -> (B, d + 1): the constant that keeps lower-order terms in the product."""
+    return torch.cat([z.new_ones(z.shape[0], 1), z], dim=1)
+
+
+def tensor_fusion(zs: list[Tensor]) -> Tensor:
+    """Flattened outer product of [1; z_m] over modalities: (B, ∏ (d_m + 1))."""
+    fused = append_one(zs[0])
+    for z in zs[1:]:
+        fused = torch.einsum("bi,bj->bij", fused, append_one(z)).flatten(1)
+    return fused
+
+
+@register_model("tfn", config=TFNConfig, recipes=RECIPES)
+class TFN(FusionModel):
+    def __init__(self, config: TFNConfig, spec: InputSpec) -> None:
+        super().__init__(config, spec)
+        self.encoders = UnimodalEncoders(spec, config.hidden, config.dropout, config.text_out)
+        fused_dim = 1
+        for d in self.encoders.out_dims.values():
+            fused_dim *= d + 1
+        self.inference = nn.Sequential(
+            nn.Dropout(config.post_fusion_dropout),
+            nn.Linear(fused_dim, config.post_fusion_dim),
+            nn.ReLU(),
+            nn.Linear(config.post_fusion_dim, config.post_fusion_dim),
+            nn.ReLU(),
+            nn.Linear(config.post_fusion_dim, spec.output_size),
+        )
+        self.output = bounded_output(spec.label_range if spec.task == "regression" else None)
+
+    def forward(self, batch: Batch) -> Output:
+        z = self.encoders(batch)
+        fused = tensor_fusion([z[m] for m in self.spec.modalities])  # (B, ∏ (d_m + 1))
+        return Output(self.shape_output(self.output(self.inference(fused))))

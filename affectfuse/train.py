@@ -1,0 +1,169 @@
+"""THE training loop, identical for every method.
+
+It knows nothing about any model beyond the contract in `models/base.py`: it calls `model.loss(batch)`, back-propagates
+`total`, logs `terms`, builds the optimiser from `model.param_groups(train)`, scores the validation split with
+`model(batch).prediction`, early-stops on a metric whose direction the metric declares, and keeps the best weights.
+The test split is never seen here: model selection uses validation only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .data.corpus import BatchLoader, Split
+from .evaluate import evaluate
+from .metrics import metrics_for
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available here; use --device cpu or auto")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {name!r}")
+    return torch.device(name)
+
+
+class EarlyStopping:
+    """Tracks the best validation score in the metric's own direction; NaN never counts as an improvement."""
+
+    def __init__(self, *, patience: int, higher_is_better: bool) -> None:
+        self.patience = patience
+        self.higher_is_better = higher_is_better
+        self.best = -math.inf if higher_is_better else math.inf
+        self.bad_epochs = 0
+
+    def step(self, score: float) -> bool:
+        """Record one epoch's score; True if it is a new best."""
+        improved = not math.isnan(score) and (score > self.best if self.higher_is_better else score < self.best)
+        if improved:
+            self.best, self.bad_epochs = score, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    monitor: str
+    valid: dict[str, float]
+    """Validation metrics of the selected (best) epoch."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def fit(
+    model: Any,
+    train_split: Split,
+    valid_split: Split,
+    train: TrainConfig,
+    *,
+    out_dir: Path | str | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train `model` on `train_split`, select the epoch with the best validation `train.monitor`.
+
+    On return the model holds the best epoch's weights (in eval mode). With `out_dir`, the best checkpoint is kept in
+    `out_dir/best.pt` (written atomically on each improvement) and every epoch appends a line to `out_dir/log.jsonl`.
+    """
+    device = resolve_device(train.device)
+    suite = metrics_for(model.spec)
+    monitor = suite.default_monitor if train.monitor == "auto" else train.monitor
+    model.to(device)
+    optimizer = torch.optim.Adam(model.param_groups(train), lr=train.lr, weight_decay=train.weight_decay)
+    check_param_groups(model, optimizer)
+    train_loader = BatchLoader(train_split, batch_size=train.batch_size, shuffle=True, seed=train.seed)
+    valid_loader = BatchLoader(valid_split, batch_size=max(train.batch_size, 256))
+    stopper = EarlyStopping(patience=train.patience, higher_is_better=suite.higher_is_better(monitor))
+    out = Path(out_dir) if out_dir is not None else None
+    log_path = out / "log.jsonl" if out else None
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+
+    best_state, best_epoch, best_valid, history = None, -1, {}, []
+    epochs = tqdm(range(train.max_epochs), desc=f"{model.model_name}", unit="epoch", disable=not progress, leave=False)
+    for epoch in epochs:
+        start = time.perf_counter()
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        for batch in train_loader:
+            losses = model.loss(batch.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            if train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            for name, value in {"total": losses.total.detach(), **losses.terms}.items():
+                sums[name] = sums.get(name, 0) + value.detach() * len(batch)  # summed on device: no sync per step
+        train_terms = {k: float(v) / len(train_split) for k, v in sums.items()}
+        if not math.isfinite(train_terms["total"]):
+            raise FloatingPointError(
+                f"{model.model_name}: training loss became {train_terms['total']} in epoch {epoch}; "
+                f"lower the learning rate (now {train.lr}) or enable gradient clipping (--set train.grad_clip=1.0)"
+            )
+        valid = evaluate(model, valid_loader, suite=suite)
+        improved = stopper.step(valid[monitor])
+        record = {"epoch": epoch, "train": train_terms, "valid": valid, "best": improved,
+                  "seconds": round(time.perf_counter() - start, 3)}
+        history.append(record)
+        if log_path:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record, default=float) + "\n")
+        if improved:
+            best_epoch, best_valid = epoch, valid
+            best_state = copy.deepcopy(model.state_dict())
+            if out:
+                save_checkpoint(out / "best.pt", model, train=train, metrics={"valid": valid, "epoch": epoch})
+        epochs.set_postfix({"loss": f"{train_terms['total']:.4f}", monitor: f"{valid[monitor]:.4f}"})
+        if stopper.should_stop:
+            break
+    if best_state is None:
+        raise RuntimeError(f"{model.model_name}: validation {monitor} was never finite; nothing to select")
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best_epoch=best_epoch, monitor=monitor, valid=best_valid, history=history,
+                     checkpoint=out / "best.pt" if out else None)
+
+
+def check_param_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Every trainable parameter must be optimised exactly once (MMSA's positional slice left LMF's fusion
+    weights untrained; this check makes such a bug an error)."""
+    seen: dict[int, int] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    missing = [n for i, n in names.items() if i not in seen]
+    twice = [names.get(i, "?") for i, c in seen.items() if c > 1]
+    if missing or twice:
+        raise ValueError(f"param_groups of {type(model).__name__}: not optimised {missing}, optimised twice {twice}")
+
+
+def train_config_dict(train: TrainConfig) -> dict[str, Any]:
+    return asdict(train)
