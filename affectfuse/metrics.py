@@ -26,16 +26,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
-import numpy.typing as npt
-import torch
-from sklearn.metrics import f1_score
 
 from .config import InputSpec
 
-ArrayInput = npt.ArrayLike | torch.Tensor
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import torch
+
+ArrayInput: TypeAlias = "npt.ArrayLike | torch.Tensor"
 """Anything the metric functions accept: numpy arrays, torch tensors (any device) or nested sequences."""
 
 F1ArgOrder = Literal["truth_first", "pred_first"]
@@ -51,10 +52,10 @@ _SIMS_EDGES_5 = (-0.7, -0.1, 0.1, 0.7)
 
 def _as_float_array(x: ArrayInput, name: str) -> np.ndarray:
     """Converts to a finite floating numpy array, keeping float32/float64 as given (see `_bin` for why)."""
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor, recognised without importing torch (this module stays light)
         x = x.detach().cpu()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()  # numpy has no bfloat16; float32 holds both exactly
+        if x.is_floating_point() and x.element_size() < 4:
+            x = x.float()  # numpy has no bfloat16; float32 holds float16 and bfloat16 exactly
         x = x.numpy()
     arr = np.asarray(x)
     if arr.dtype == np.float16:
@@ -162,6 +163,8 @@ def weighted_f1(truth: np.ndarray, pred: np.ndarray, *, f1_arg_order: F1ArgOrder
         first, second = pred, truth
     else:
         raise ValueError(f"f1_arg_order must be 'truth_first' or 'pred_first'; got {f1_arg_order!r}")
+    from sklearn.metrics import f1_score  # imported on first use: sklearn takes about a second to import
+
     return float(f1_score(first, second, average="weighted", zero_division=0))
 
 

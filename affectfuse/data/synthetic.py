@@ -14,20 +14,22 @@ Per sample i:
 
 1. Latent factors z_text, z_audio, z_vision ~ N(0, 1), independent; and r nuisance factors per modality
    ("speaker style") ~ N(0, 1) that never reach the label.
-2. Sentiment: y = sum_m LINEAR[m] * z_m + sum_{(m, n)} INTERACTIONS[(m, n)] * z_m * z_n, clipped to [-3, 3].
-   Given one modality only, every product term has conditional mean 0, so the interaction part is unpredictable
-   from any single modality; a linear combination of all three misses it as well.
+2. Sentiment: y = sum_m LINEAR[m] * z_m + sum_{(m, n)} INTERACTIONS[(m, n)] * z_m * z_n, clipped to [-3, 3];
+   with the weights below, y = 0.7 z_text + 0.4 z_audio + z_vision * (0.9 z_audio + 0.5 z_text). Given one modality
+   only, every product term has conditional mean 0, so the interaction part (over half of the variance) is
+   unpredictable from any single modality, and a linear combination of all three misses it as well.
 3. Like MOSI's rater averages, the label is quantised to the mean of R integer ratings: y rounded to a multiple of
-   1/R with R in {2, 3} drawn per sample. Exact zeros and exact halves (0.5, 1.5, 2.5: ties for banker's rounding
-   in the metrics) therefore occur, as do thirds.
+   1/R with R drawn per sample from `RATER_COUNTS`. Exact zeros (about 15%) and exact halves (0.5, 1.5, 2.5: ties
+   for banker's rounding in the metrics) therefore occur, as do thirds and fifths.
 4. A duration fraction f ~ U(min_fraction, 1) gives each modality's true length L_m = max(1, round(f * T_m)) (the
    same for all modalities when aligned); steps >= L_m are padding (mask False, features exactly 0). The length
    carries no information about the label.
 5. Each modality's sequence carries its factor in a few salient steps only (each real step is salient with
    probability `SALIENT_FRACTION`, at least one per sample): step t holds
    x_t = e_t * z_m * u_m + V_m nuisance + b_m + noise * eps_t, with eps_t ~ N(0, I) and the envelope
-   e_t = L_m / (number of salient steps) on salient steps and 0 elsewhere, so that the mean over the *real* steps
-   holds exactly z_m * u_m (plus noise): pooling must use the mask, padding must not matter.
+   e_t = L_m / (number of salient steps) on salient steps and 0 elsewhere. The mean over the *real* steps thus
+   holds exactly z_m * u_m plus the constant terms and averaged noise, whatever the length; a mean that counts
+   padding scales everything by L_m / T_m. Pooling must use the mask; padding must not matter.
 6. With `missing_modality = p`, round(p * N) samples of each split, chosen at random, lose one whole modality
    (chosen uniformly): its mask is all False and its features are 0. Their labels are unchanged. These draws come
    last, so the rest of the corpus is identical to the one with p = 0.
@@ -77,7 +79,7 @@ class SyntheticConfig:
     dims: Modalities[int] = field(default_factory=lambda: Modalities(text=32, audio=16, vision=24))
     """Feature dimension D_m of each modality."""
     noise: float = 1.0
-    """Standard deviation of the per-step, per-dimension Gaussian noise; a factor's own amplitude is 1."""
+    """Standard deviation of the per-step, per-dimension Gaussian noise (the latent factors have unit variance)."""
     min_fraction: float = 0.5
     """True lengths are drawn uniformly between this fraction of the padded length and the padded length."""
     missing_modality: float = 0.0
@@ -132,7 +134,7 @@ class SyntheticConfig:
                     raise ValueError(f"cannot set synthetic.{key} to {value!r}: expected int") from None
             else:
                 overrides[key] = value
-        return replace_nested(cls(), overrides, what="synthetic")  # type: ignore[no-any-return]
+        return replace_nested(cls(), overrides, what="synthetic")
 
     def to_options(self) -> str:
         """The fields that differ from the defaults, in the syntax `from_options` reads back ("" for defaults)."""
@@ -202,6 +204,7 @@ def _draw_split(config: SyntheticConfig, world: _World, name: str, n: int, rng: 
     y = sum(w * z[m] for m, w in LINEAR.items()) + sum(w * z[a] * z[b] for (a, b), w in INTERACTIONS.items())
     raters = rng.choice(RATER_COUNTS, size=n)
     labels = (np.round(np.clip(y, -3.0, 3.0) * raters) / raters).astype(np.float32)[:, None]
+    labels[labels == 0] = 0.0  # round() leaves -0.0 for small negative scores; a label's sign bit must not differ
     fraction = rng.uniform(config.min_fraction, 1.0, size=n)
 
     features, masks = {}, {}

@@ -1,0 +1,194 @@
+"""Resolve a data spec string to a corpus (`load_data`), and summarise a corpus for `data inspect`.
+
+Data specs:
+
+* a path to a file or folder: the format is detected by content (`formats.load_corpus`);
+* ``mosi-utterance`` or ``mosi-utterance:ROOT``: CMU-MOSI bc-LSTM utterance features (`formats.load_mosi_utterance`);
+* ``pom`` or ``pom:ROOT``: POM in MFN's HDF5 release (`formats.read_mfn_h5`);
+* ``synthetic`` or ``synthetic:key=value,...``: the synthetic corpus (`synthetic.synthetic_from_options`).
+
+Named corpora take precedence over a same-named relative path (write ``./pom`` for a folder called `pom`). Without
+ROOT they are looked up as ``<data root>/mosi`` and ``<data root>/pom`` under, in order: ``$AFFECTFUSE_DATA`` (one
+or more folders separated by the OS path separator), ``./shared/data``, ``../shared/data`` and ``shared/data`` next
+to the affectfuse checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import affectfuse
+
+from .corpus import Corpus, NonFinite, Split
+from .formats import load_corpus, load_mosi_utterance, read_mfn_h5
+
+_NAMED: dict[str, tuple[str, str]] = {
+    # name -> (folder under a data root, a file or folder that marks it)
+    "mosi-utterance": ("mosi", "bclstm_utterance_features"),
+    "pom": ("pom", "y_train.h5"),
+}
+
+VALID_FORMS = (
+    "PATH (a file or folder; its format is detected by content)",
+    "mosi-utterance | mosi-utterance:ROOT",
+    "pom | pom:ROOT",
+    "synthetic | synthetic:key=value,...",
+)
+
+
+def data_roots() -> list[Path]:
+    """Folders searched for named corpora, in order (see the module docstring)."""
+    roots = [Path(p).expanduser() for p in os.environ.get("AFFECTFUSE_DATA", "").split(os.pathsep) if p]
+    roots += [Path.cwd() / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    roots.append(Path(affectfuse.__file__).resolve().parents[2] / "shared" / "data")
+    return roots
+
+
+def resolve_root(name: str, root: str | None = None) -> Path:
+    """The folder of named corpus `name`: ROOT itself, ROOT/<folder>, or the first data root that holds it.
+
+    Raises:
+        FileNotFoundError: saying where it looked and how to pass a root.
+    """
+    folder, marker = _NAMED[name]
+    if root:
+        p = Path(root).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"{name}: no such folder {p}")
+        # ROOT may be the corpus folder itself or a data root that contains it
+        return p / folder if not (p / marker).exists() and (p / folder / marker).exists() else p
+    looked = []
+    for base in data_roots():
+        candidate = base / folder
+        if (candidate / marker).exists():
+            return candidate
+        looked.append(str(candidate))
+    raise FileNotFoundError(
+        f"{name}: no {folder}/ folder (holding {marker}) found; looked in {looked}. Pass the folder as "
+        f"'{name}:/path/to/{folder}' or set AFFECTFUSE_DATA to a folder that contains {folder}/"
+    )
+
+
+def load_data(spec: str, *, nonfinite: NonFinite = "error", **options: Any) -> Corpus:
+    """Load the corpus named by a data spec (see the module docstring for the forms).
+
+    Args:
+        spec: a path, or a named corpus with an optional ``:ROOT`` / ``:options`` part.
+        nonfinite: "error" rejects NaN/inf features; "zero" replaces them by 0 with a warning and counts them.
+        **options: reader options (e.g. ``emotion="happy"`` for LMF IEMOCAP, ``seed=`` for mosi-utterance).
+
+    Raises:
+        ValueError: an unknown name, or options for a corpus that takes none.
+        FileNotFoundError: a missing path or named corpus folder.
+        DataFormatError: a malformed file.
+    """
+    name, sep, rest = spec.partition(":")
+    if name == "synthetic":
+        if options:
+            raise ValueError("synthetic takes its options in the spec ('synthetic:key=value,...'), "
+                             f"got {sorted(options)}")
+        from .synthetic import synthetic_from_options  # lazy: the synthetic module is optional at import time
+
+        return synthetic_from_options(rest)
+    if name == "mosi-utterance":
+        return load_mosi_utterance(resolve_root(name, rest or None), nonfinite=nonfinite, **options)
+    if name == "pom":
+        if options:
+            raise ValueError(f"pom takes no reader options, got {sorted(options)}")
+        return read_mfn_h5(resolve_root(name, rest or None), nonfinite=nonfinite)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_corpus(path, nonfinite=nonfinite, **options)
+    # `name:...` with a word before the colon (not a drive letter like C:) is meant as a named corpus
+    named = bool(sep) and re.fullmatch(r"[A-Za-z][\w-]+", name) is not None
+    if _looks_like_path(spec) and not named:
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    forms = "\n".join(f"  {f}" for f in VALID_FORMS)
+    raise ValueError(f"unknown data spec {spec!r} (not a named corpus, not an existing path); valid forms:\n{forms}")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return any(c in spec for c in "/\\") or bool(Path(spec).suffix) or spec.startswith("~")
+
+
+def inspect_corpus(corpus: Corpus) -> dict[str, Any]:
+    """A JSON-serialisable summary: identity, spec, per-split sizes, dims, true lengths, labels, NaN/inf counts, notes.
+
+    ``nonfinite.replaced_at_load`` holds the counts recorded while loading (only with nonfinite="zero");
+    ``nonfinite.remaining`` recounts NaN/inf still present in the features (0 for a corpus read by these readers).
+    """
+    spec = corpus.spec
+    fmt = re.search(r"\(([\w-]+)\)$", corpus.source)
+    remaining = {f"{s}/{m}": int(np.count_nonzero(~np.isfinite(x)))
+                 for s, split in corpus.splits.items() for m, x in split.features.items()}
+    return {
+        "name": corpus.name,
+        "source": corpus.source,
+        "format": fmt.group(1) if fmt else None,
+        "task": spec.task,
+        "targets": list(spec.targets),
+        "num_classes": spec.num_classes,
+        "metric_family": spec.metric_family,
+        "aligned": spec.aligned,
+        "extractors": dict(spec.extractors),
+        "modalities": list(spec.modalities),
+        "splits": {s: _inspect_split(split, corpus) for s, split in corpus.splits.items()},
+        "nonfinite": {"replaced_at_load": dict(corpus.nonfinite), "remaining": remaining},
+        "notes": list(corpus.notes),
+    }
+
+
+def _inspect_split(split: Split, corpus: Corpus) -> dict[str, Any]:
+    modalities = {}
+    for m, x in split.features.items():
+        lengths = split.masks[m].sum(1)
+        modalities[m] = {
+            "dim": int(x.shape[-1]),
+            "padded_length": int(x.shape[1]),
+            "length": _stats(lengths),
+            "empty": int(np.count_nonzero(lengths == 0)),
+        }
+    return {"size": len(split), "modalities": modalities, "labels": _label_summary(split.labels, corpus)}
+
+
+def _stats(values: np.ndarray) -> dict[str, float | None]:
+    """min/mean/max over the finite values (None when there are none: empty splits, unlabelled clips)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return {"min": None, "mean": None, "max": None}
+    return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def _label_summary(labels: np.ndarray, corpus: Corpus) -> dict[str, Any]:
+    spec = corpus.spec
+    summary: dict[str, Any] = {"missing": int(np.count_nonzero(~np.isfinite(labels.astype(np.float64))))}
+    if spec.task == "classification":
+        summary["class_counts"] = {
+            t: {str(c): int(n) for c, n in zip(*np.unique(labels[:, i], return_counts=True), strict=True)}
+            for i, t in enumerate(spec.targets)
+        }
+        return summary
+    summary.update(_stats(labels))
+    if labels.shape[1] > 1:
+        summary["per_target"] = {t: _stats(labels[:, i]) for i, t in enumerate(spec.targets)}
+    return summary
+
+
+def inspect_path(spec: str, **options: Any) -> dict[str, Any]:
+    """`inspect_corpus` of a data spec loaded with nonfinite="zero", so NaN/inf are counted rather than rejected.
+
+    The loader's warnings are captured instead of printed and returned under ``"warnings"``.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        corpus = load_data(spec, nonfinite="zero", **options)
+    report = inspect_corpus(corpus)
+    report["warnings"] = [str(w.message) for w in caught]
+    return report

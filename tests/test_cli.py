@@ -1,0 +1,75 @@
+"""The command line end to end on small synthetic data: names, exit codes, JSON output, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from affectfuse.cli import main
+
+DATA = "synthetic:n_train=64,n_valid=32,n_test=32,length=5"
+TINY_SET = ["--set", "hidden.text=4", "--set", "hidden.audio=4", "--set", "hidden.vision=4", "--set", "text_out=3",
+            "--set", "train.max_epochs=2"]
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"tfn", "lmf"} <= set(listed) and "mosi" in listed["lmf"]["recipes"]
+
+
+def test_train_then_evaluate_round_trip(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["train", "--model", "tfn", "lmf", "--data", DATA, "--seed", "1", "2", "--out", str(out), "--json",
+                 *TINY_SET])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["test"]) == {"tfn", "lmf"} and payload["seeds"] == [1, 2]
+    assert {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr"} <= set(payload["test"]["lmf"])
+    assert len(payload["runs"]) == 4
+    checkpoint = out / "lmf" / "seed2" / "best.pt"
+    assert checkpoint.is_file() and (out / "summary.json").is_file()
+    assert main(["evaluate", str(checkpoint), "--data", DATA, "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["metrics"]
+    run = next(r for r in payload["runs"] if r["model"] == "lmf" and r["seed"] == 2)
+    assert scores["mae"] == pytest.approx(run["test"]["mae"])
+
+
+def test_train_prints_a_table(tmp_path, capsys):
+    assert main(["train", "--model", "lmf", "--data", DATA, "--out", str(tmp_path), "--quiet", *TINY_SET]) == 0
+    out = capsys.readouterr().out
+    assert "| lmf" in out and "acc2_has0" in out and "±" in out
+
+
+def test_user_errors_exit_1_with_a_message_not_a_traceback(tmp_path, capsys):
+    assert main(["train", "--model", "lfm", "--data", DATA, "--out", str(tmp_path)]) == 1
+    assert "unknown model 'lfm'; available models:" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.pt"), "--data", DATA]) == 1
+    assert "nope.pt does not exist" in capsys.readouterr().err
+    assert main(["train", "--model", "lmf", "--data", "no/such/path.pkl", "--out", str(tmp_path)]) == 1
+    assert "no/such/path.pkl" in capsys.readouterr().err
+    assert main(["train", "--model", "lmf", "--data", DATA, "--set", "rank", "--out", str(tmp_path)]) == 1
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+
+
+def test_evaluate_refuses_data_the_model_was_not_built_for(tmp_path, capsys):
+    assert main(["train", "--model", "lmf", "--data", DATA, "--out", str(tmp_path), "--quiet", *TINY_SET]) == 0
+    capsys.readouterr()
+    other = "synthetic:n_train=16,n_valid=8,n_test=8,length=5,dims.audio=9"
+    assert main(["evaluate", str(tmp_path / "lmf" / "seed1111" / "best.pt"), "--data", other]) == 1
+    assert "audio features are 9-d in the data, the model expects" in capsys.readouterr().err
+
+
+def test_data_inspect_reports_the_corpus(capsys):
+    assert main(["data", "inspect", DATA, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["splits"]["train"]["size"] == 64
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "affectfuse", "models"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "lmf" in done.stdout and "tfn" in done.stdout
