@@ -43,6 +43,7 @@ class RunResult:
     seed: int
     recipe: str
     best_epoch: int
+    parameters: int
     valid: dict[str, float]
     test: dict[str, float]
     seconds: float
@@ -75,7 +76,8 @@ def train_model(
     result = fit(model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress)
     ids, predictions, labels = predict(model, corpus.split("test"))
     test = metrics_for(corpus.spec).compute(predictions, labels)
-    run = RunResult(model=model_name, seed=seed, recipe=recipe_name, best_epoch=result.best_epoch, valid=result.valid,
+    run = RunResult(model=model_name, seed=seed, recipe=recipe_name, best_epoch=result.best_epoch,
+                    parameters=sum(p.numel() for p in model.parameters()), valid=result.valid,
                     test=test, seconds=round(time.perf_counter() - start, 2),
                     out_dir=str(out_dir) if out_dir is not None else None)
     if out_dir is not None:

@@ -17,6 +17,8 @@ from .config import InputSpec
 from .registry import config_from_dict, config_to_dict, get_entry
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 REQUIRED_KEYS = ("format_version", "model_name", "config", "spec", "state_dict")
 
 
@@ -37,6 +39,7 @@ def atomic_write(path: Path | str, write: Any, *, mode: str = "wb") -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be as readable as any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
     affectfuse models [--json]
     affectfuse data inspect PATH|SPEC [--json]
+    affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the MMSA pickle layout)
     affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
                      [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--json]
     affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
@@ -34,11 +35,22 @@ class ModelsArgs:
 
 @dataclass
 class InspectArgs:
-    """Describe a corpus: format, splits, sizes, dims, lengths, label range, NaN/inf counts, caveats."""
+    """Describe a corpus: format, splits, sizes, dims, lengths (min/mean/max), label range, NaN/inf counts, caveats."""
 
     data: Positional[str]
     """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
     json: bool = False
+
+
+@dataclass
+class WriteArgs:
+    """Write a corpus (e.g. the synthetic one) to disk in the MMSA pickle layout (`unaligned_50.pkl`-style)."""
+
+    data: Positional[str]
+    """A data spec, e.g. `synthetic:aligned=false,missing_modality=0.2`."""
+    out: Positional[Path]
+    """The .pkl file to write (atomically)."""
+    nonfinite: Literal["error", "zero"] = "error"
 
 
 @dataclass
@@ -94,7 +106,38 @@ def cmd_inspect(args: InspectArgs) -> None:
     from .data.datasets import inspect_path
 
     report = inspect_path(args.data)
-    print(json.dumps(report, indent=None if args.json else 2, default=str))
+    if args.json:
+        print(json.dumps(report, default=str))
+        return
+    targets = report["targets"]
+    shown = ", ".join(targets) if len(targets) <= 4 else f"{targets[0]} … {targets[-1]}"
+    kind = f"{report['num_classes']}-class" if report["task"] == "classification" else "regression"
+    print(f"{report['name']}: {report['source']}")
+    print(f"  {kind}, {len(targets)} target(s) ({shown}), metrics: {report['metric_family']}, "
+          f"{'aligned' if report['aligned'] else 'unaligned'}; extractors: {report['extractors']}")
+    for name, split in report["splits"].items():
+        parts = []
+        for m, info in split["modalities"].items():
+            length = info["length"]
+            parts.append(f"{m} {info['dim']}-d x T {length['min']:g}/{length['mean']:.1f}/{length['max']:g}"
+                         + (f" ({info['empty']} empty)" if info["empty"] else ""))
+        labels = split["labels"]
+        print(f"  {name:5s} {split['size']:6d} samples | {' | '.join(parts)} | "
+              f"labels {labels['min']:.3g} .. {labels['max']:.3g} (mean {labels['mean']:.3g})")
+    replaced = report["nonfinite"]["replaced_at_load"]
+    print(f"  NaN/inf feature values: {sum(replaced.values())}" + (f" {replaced}" if replaced else ""))
+    for note in report["notes"]:
+        print(f"  note: {note}")
+
+
+def cmd_write(args: WriteArgs) -> None:
+    from .data.datasets import load_data
+    from .data.formats import write_mmsa_pickle
+
+    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    path = write_mmsa_pickle(corpus, args.out)
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in corpus.splits.items())
+    print(f"wrote {corpus.name} ({sizes}) to {path} in the MMSA pickle layout")
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
@@ -111,7 +154,7 @@ def cmd_train(args: TrainArgs) -> None:
     from .api import summarise, train_many
     from .checkpoint import write_json
     from .data.datasets import load_data
-    from .metrics import format_table, metrics_for
+    from .metrics import aggregate, format_table, metrics_for
 
     overrides: dict[str, Any] = parse_overrides(args.set)
     if args.device:
@@ -134,7 +177,31 @@ def cmd_train(args: TrainArgs) -> None:
     suite = metrics_for(corpus.spec)
     print(f"\n{corpus.name}: test split, mean ± std over seeds {seeds} (each checkpoint selected on validation)")
     print(format_table(summary, suite.keys))
+    if corpus.spec.num_targets > 1:
+        print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
+        print(per_target_table(summary, corpus.spec.targets))
+    print("\n| model | parameters | seconds per seed (mean ± std) |\n| --- | ---: | ---: |")
+    for name, runs in results.items():
+        seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
+        print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
     print(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+
+
+def per_target_table(summary: dict[str, dict[str, tuple[float, float]]], targets: tuple[str, ...]) -> str:
+    """Rows = targets, columns = model/metric, for metric keys of the form `<metric>_<target>`."""
+    from .metrics import format_table
+
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
+    columns: list[str] = []
+    for model, scores in summary.items():
+        for key, value in scores.items():
+            for target in targets:
+                suffix = f"_{target.lower()}"
+                if key.endswith(suffix):
+                    column = f"{model} {key.removesuffix(suffix)}"
+                    rows.setdefault(target, {})[column] = value
+                    columns += [column] if column not in columns else []
+    return format_table(rows, columns, row_header="target")
 
 
 def cmd_evaluate(args: EvaluateArgs) -> None:
@@ -165,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "data":
-        if not rest or rest[0] != "inspect":
-            print("usage: affectfuse data inspect PATH|SPEC [--json]", file=sys.stderr)
+        data_commands = {"inspect": (InspectArgs, cmd_inspect), "write": (WriteArgs, cmd_write)}
+        if not rest or rest[0] not in data_commands:
+            print("usage: affectfuse data inspect PATH|SPEC [--json] | affectfuse data write SPEC OUT.pkl", file=sys.stderr)
             return 2
-        spec, handler, prog, rest = InspectArgs, cmd_inspect, "affectfuse data inspect", rest[1:]
+        (spec, handler), prog, rest = data_commands[rest[0]], f"affectfuse data {rest[0]}", rest[1:]
     elif command in COMMANDS:
         spec, handler = COMMANDS[command]
         prog = f"affectfuse {command}"
