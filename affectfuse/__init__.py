@@ -15,10 +15,17 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "create_model": "registry", "get_recipe": "registry", "list_models": "registry",
-    "fit": "train", "evaluate": "evaluate", "predict": "evaluate",
-    "load_model": "checkpoint", "save_checkpoint": "checkpoint",
-    "train_model": "api", "train_many": "api", "evaluate_checkpoint": "api",
+    "create_model": "registry",
+    "get_recipe": "registry",
+    "list_models": "registry",
+    "fit": "train",
+    "evaluate": "evaluate",
+    "predict": "evaluate",
+    "load_model": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "train_model": "api",
+    "train_many": "api",
+    "evaluate_checkpoint": "api",
     "load_data": "data.datasets",
 }
 __all__ = sorted(_API)

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write, load_model, save_checkpoint, write_json
+from .checkpoint import load_model, save_checkpoint
 from .config import Recipe, replace_nested
 from .data.corpus import Corpus
 from .evaluate import predict
+from .io import atomic_write, write_json
 from .metrics import aggregate, metrics_for
 from .registry import create_model, default_recipe, get_entry, make_config
 from .train import fit, seed_everything
@@ -76,22 +77,41 @@ def train_model(
     result = fit(model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress)
     ids, predictions, labels = predict(model, corpus.split("test"))
     test = metrics_for(corpus.spec).compute(predictions, labels)
-    run = RunResult(model=model_name, seed=seed, recipe=recipe_name, best_epoch=result.best_epoch,
-                    parameters=sum(p.numel() for p in model.parameters()), valid=result.valid,
-                    test=test, seconds=round(time.perf_counter() - start, 2),
-                    out_dir=str(out_dir) if out_dir is not None else None)
+    run = RunResult(
+        model=model_name,
+        seed=seed,
+        recipe=recipe_name,
+        best_epoch=result.best_epoch,
+        parameters=sum(p.numel() for p in model.parameters()),
+        valid=result.valid,
+        test=test,
+        seconds=round(time.perf_counter() - start, 2),
+        out_dir=str(out_dir) if out_dir is not None else None,
+    )
     if out_dir is not None:
         out = Path(out_dir)
-        save_checkpoint(out / "best.pt", model, train=train,
-                        metrics={"valid": result.valid, "test": test, "epoch": result.best_epoch})
+        save_checkpoint(
+            out / "best.pt",
+            model,
+            train=train,
+            metrics={"valid": result.valid, "test": test, "epoch": result.best_epoch},
+        )
         write_predictions(out / "test_predictions.csv", ids, predictions, labels, corpus.spec.targets)
-        write_json(out / "result.json", {**dataclasses.asdict(run), "config": dataclasses.asdict(config),
-                                         "train": dataclasses.asdict(train), "data": corpus.source})
+        write_json(
+            out / "result.json",
+            {
+                **dataclasses.asdict(run),
+                "config": dataclasses.asdict(config),
+                "train": dataclasses.asdict(train),
+                "data": corpus.source,
+            },
+        )
     return run
 
 
-def write_predictions(path: Path | str, ids: list[str], predictions: np.ndarray, labels: np.ndarray,
-                      targets: tuple[str, ...]) -> Path:
+def write_predictions(
+    path: Path | str, ids: list[str], predictions: np.ndarray, labels: np.ndarray, targets: tuple[str, ...]
+) -> Path:
     """One row per sample: id, then label and prediction per target (class logits flattened for classification)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -109,8 +129,9 @@ def write_predictions(path: Path | str, ids: list[str], predictions: np.ndarray,
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
 
 
-def train_many(models: list[str], corpus: Corpus, *, seeds: list[int], out_dir: Path | str | None = None,
-               **kwargs: Any) -> dict[str, list[RunResult]]:
+def train_many(
+    models: list[str], corpus: Corpus, *, seeds: list[int], out_dir: Path | str | None = None, **kwargs: Any
+) -> dict[str, list[RunResult]]:
     """Every model x seed; each seed keeps its own checkpoint and predictions under out_dir/<model>/seed<N>/."""
     results: dict[str, list[RunResult]] = {}
     for name in models:
@@ -132,7 +153,8 @@ def evaluate_checkpoint(checkpoint: Path | str, corpus: Corpus, *, split: str = 
     model = load_model(checkpoint)
     problems = model.spec.compatible_with(corpus.spec)
     if problems:
-        raise ValueError(f"checkpoint {checkpoint} cannot be evaluated on {corpus.source or corpus.name}: "
-                         + "; ".join(problems))
+        raise ValueError(
+            f"checkpoint {checkpoint} cannot be evaluated on {corpus.source or corpus.name}: " + "; ".join(problems)
+        )
     _, predictions, labels = predict(model, corpus.split(split))
     return metrics_for(model.spec).compute(predictions, labels)

@@ -4,9 +4,6 @@ atomically and loaded with `weights_only=True` so a checkpoint can never run cod
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,41 +11,15 @@ import torch
 
 from . import __version__
 from .config import InputSpec
+from .io import atomic_write
 from .registry import config_from_dict, config_to_dict, get_entry
 
 FORMAT_VERSION = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 REQUIRED_KEYS = ("format_version", "model_name", "config", "spec", "state_dict")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, corrupted or not an affectfuse checkpoint; the message names the file."""
-
-
-def atomic_write(path: Path | str, write: Any, *, mode: str = "wb") -> Path:
-    """Write through `write(file_object)` into a temporary file beside `path`, then rename over it.
-
-    A crash mid-write leaves the previous file (or nothing), never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be as readable as any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path | str, data: Any) -> Path:
-    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=float) + "\n"), mode="w")
 
 
 def save_checkpoint(path: Path | str, model: Any, *, train: Any = None, metrics: dict[str, Any] | None = None) -> Path:
@@ -77,9 +48,13 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path} is not an affectfuse checkpoint: expected keys {list(REQUIRED_KEYS)}, found {found}")
+        raise CheckpointError(
+            f"{path} is not an affectfuse checkpoint: expected keys {list(REQUIRED_KEYS)}, found {found}"
+        )
     if payload["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {payload['format_version']}; this affectfuse reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint format {payload['format_version']}; this affectfuse reads {FORMAT_VERSION}"
+        )
     return payload
 
 

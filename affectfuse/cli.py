@@ -1,11 +1,11 @@
 """Command line: parsing and wiring only; every command calls one library function.
 
-    affectfuse models [--json]
-    affectfuse data inspect PATH|SPEC [--json]
-    affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the MMSA pickle layout)
-    affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
-                     [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--json]
-    affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
+affectfuse models [--json]
+affectfuse data inspect PATH|SPEC [--json]
+affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the MMSA pickle layout)
+affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
+                 [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--json]
+affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ class EvaluateArgs:
 
 
 def cmd_models(args: ModelsArgs) -> None:
-    rows = {name: {"config": get_entry(name).config.__name__, "recipes": list(get_entry(name).recipes)}
-            for name in list_models()}
+    rows = {
+        name: {"config": get_entry(name).config.__name__, "recipes": list(get_entry(name).recipes)}
+        for name in list_models()
+    }
     if args.json:
         print(json.dumps(rows))
         return
@@ -113,17 +115,23 @@ def cmd_inspect(args: InspectArgs) -> None:
     shown = ", ".join(targets) if len(targets) <= 4 else f"{targets[0]} … {targets[-1]}"
     kind = f"{report['num_classes']}-class" if report["task"] == "classification" else "regression"
     print(f"{report['name']}: {report['source']}")
-    print(f"  {kind}, {len(targets)} target(s) ({shown}), metrics: {report['metric_family']}, "
-          f"{'aligned' if report['aligned'] else 'unaligned'}; extractors: {report['extractors']}")
+    print(
+        f"  {kind}, {len(targets)} target(s) ({shown}), metrics: {report['metric_family']}, "
+        f"{'aligned' if report['aligned'] else 'unaligned'}; extractors: {report['extractors']}"
+    )
     for name, split in report["splits"].items():
         parts = []
         for m, info in split["modalities"].items():
             length = info["length"]
-            parts.append(f"{m} {info['dim']}-d x T {length['min']:g}/{length['mean']:.1f}/{length['max']:g}"
-                         + (f" ({info['empty']} empty)" if info["empty"] else ""))
+            parts.append(
+                f"{m} {info['dim']}-d x T {length['min']:g}/{length['mean']:.1f}/{length['max']:g}"
+                + (f" ({info['empty']} empty)" if info["empty"] else "")
+            )
         labels = split["labels"]
-        print(f"  {name:5s} {split['size']:6d} samples | {' | '.join(parts)} | "
-              f"labels {labels['min']:.3g} .. {labels['max']:.3g} (mean {labels['mean']:.3g})")
+        print(
+            f"  {name:5s} {split['size']:6d} samples | {' | '.join(parts)} | "
+            f"labels {labels['min']:.3g} .. {labels['max']:.3g} (mean {labels['mean']:.3g})"
+        )
     replaced = report["nonfinite"]["replaced_at_load"]
     print(f"  NaN/inf feature values: {sum(replaced.values())}" + (f" {replaced}" if replaced else ""))
     for note in report["notes"]:
@@ -152,8 +160,8 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
 
 def cmd_train(args: TrainArgs) -> None:
     from .api import summarise, train_many
-    from .checkpoint import write_json
     from .data.datasets import load_data
+    from .io import write_json
     from .metrics import aggregate, format_table, metrics_for
 
     overrides: dict[str, Any] = parse_overrides(args.set)
@@ -161,8 +169,14 @@ def cmd_train(args: TrainArgs) -> None:
         overrides["train.device"] = args.device
     seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
     corpus = load_data(args.data, nonfinite=args.nonfinite)
-    results = train_many(list(args.model), corpus, seeds=seeds, out_dir=args.out, overrides=overrides,
-                         progress=not (args.quiet or args.json))
+    results = train_many(
+        list(args.model),
+        corpus,
+        seeds=seeds,
+        out_dir=args.out,
+        overrides=overrides,
+        progress=not (args.quiet or args.json),
+    )
     summary = summarise(results)
     payload = {
         "data": corpus.source or args.data,
@@ -234,14 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     if command == "data":
         data_commands = {"inspect": (InspectArgs, cmd_inspect), "write": (WriteArgs, cmd_write)}
         if not rest or rest[0] not in data_commands:
-            print("usage: affectfuse data inspect PATH|SPEC [--json] | affectfuse data write SPEC OUT.pkl", file=sys.stderr)
+            print(
+                "usage: affectfuse data inspect PATH|SPEC [--json] | affectfuse data write SPEC OUT.pkl",
+                file=sys.stderr,
+            )
             return 2
         (spec, handler), prog, rest = data_commands[rest[0]], f"affectfuse data {rest[0]}", rest[1:]
     elif command in COMMANDS:
         spec, handler = COMMANDS[command]
         prog = f"affectfuse {command}"
     else:
-        print(f"affectfuse: unknown command {command!r}; commands: models, data inspect, train, evaluate", file=sys.stderr)
+        print(
+            f"affectfuse: unknown command {command!r}; commands: models, data inspect, train, evaluate", file=sys.stderr
+        )
         return 2
     args = tyro.cli(spec, args=rest, prog=prog)
     try:

@@ -185,5 +185,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if origin is tuple and args:
             return tuple(type(args[0])(v) if not isinstance(args[0], type) else args[0](v) for v in value.split(","))
     except ValueError:
-        raise ValueError(f"cannot set {where} to {value!r}: expected {getattr(annotation, '__name__', annotation)}") from None
+        raise ValueError(
+            f"cannot set {where} to {value!r}: expected {getattr(annotation, '__name__', annotation)}"
+        ) from None
     return value

@@ -14,7 +14,9 @@ from .metrics import MetricSuite, metrics_for
 
 
 @torch.no_grad()
-def predict(model: Any, data: Split | Iterable[Batch], *, batch_size: int = 256) -> tuple[list[str], np.ndarray, np.ndarray]:
+def predict(
+    model: Any, data: Split | Iterable[Batch], *, batch_size: int = 256
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, predictions, labels) over a split, in order; predictions (N, K) scores or (N, K, C) logits."""
     loader = BatchLoader(data, batch_size=batch_size) if isinstance(data, Split) else data
     device = next(model.parameters()).device

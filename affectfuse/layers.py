@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +37,12 @@ class SubNet(nn.Module):
         self.norm = nn.BatchNorm1d(in_size)
         self.drop = nn.Dropout(dropout)
         self.layers = nn.Sequential(
-            nn.Linear(in_size, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+            nn.Linear(in_size, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
         )
 
     def forward(self, x: Tensor) -> Tensor:  # (B, D_in) -> (B, hidden)
@@ -57,7 +64,9 @@ class TextSubNet(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
         x, lengths = front_align(x, mask)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+        )
         _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
         return self.linear(self.drop(h[0]))
 
@@ -76,3 +85,193 @@ class ScaledSigmoid(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x) * self.scale + self.shift
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention blocks shared by the transformer methods (MulT, SFT, DMD, EMT-DLFR)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_positions(length: int, dim: int, *, device: torch.device | None = None) -> Tensor:
+    """Fixed sinusoidal position table (T, D): sines in the first half of the channels, cosines in the second
+    (the fairseq layout MulT, DMD and EMT-DLFR use)."""
+    half = dim // 2
+    scale = math.log(10000.0) / max(half - 1, 1)
+    freqs = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -scale)  # (D/2,)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs[None, :]  # (T, D/2)
+    table = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention through `F.scaled_dot_product_attention` (fused kernels where available).
+
+    Queries come from `x` (B, Tq, D); keys and values from `context` (B, Tk, Dc), or from `x` for self-attention.
+    `key_mask` (B, Tk) is True on real steps; a query whose keys are all padding (a missing modality) returns zeros
+    instead of NaN. `causal=True` hides keys later than the query, aligned at the end of both sequences (MulT's
+    future mask for sequences of different lengths).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        qkv_bias: bool = True,
+        out_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
+        self.out = nn.Linear(dim, dim, bias=out_bias)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, *, key_mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        context = x if context is None else context
+        b, tq, d = x.shape
+        tk = context.shape[1]
+        q = self.to_q(x).view(b, tq, self.heads, -1).transpose(1, 2)  # (B, h, Tq, d/h)
+        k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        mask = None
+        empty = None
+        if key_mask is not None:
+            empty = ~key_mask.any(1)  # (B,) samples with no real key
+            mask = (key_mask | empty[:, None])[:, None, None, :]  # (B, 1, 1, Tk); all-padding rows attend to zeros
+        if causal:
+            future = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)  # (Tq, Tk)
+            mask = future if mask is None else mask & future
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = self.out(y.transpose(1, 2).reshape(b, tq, d))  # (B, Tq, D)
+        return y if empty is None else y.masked_fill(empty[:, None, None], 0.0)
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear."""
+
+    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu") -> None:
+        super().__init__()
+        if activation not in ("relu", "geglu"):
+            raise ValueError(f"activation must be 'relu' or 'geglu', got {activation!r}")
+        self.geglu = activation == "geglu"
+        self.up = nn.Linear(dim, hidden * (2 if self.geglu else 1))
+        self.drop = nn.Dropout(dropout)
+        self.down = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.up(x)
+        if self.geglu:
+            h, gate = h.chunk(2, dim=-1)
+            h = h * nn.functional.gelu(gate)
+        else:
+            h = torch.relu(h)
+        return self.down(self.drop(h))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN transformer layer; with `cross=True` the attention reads a second sequence (cross-modal attention).
+
+    x = x + Dropout(Attention(LN(x), LN_c(context)))        LN_c is LN itself when `shared_norm` (MulT)
+    x = x + Dropout(FeedForward(LN(x)))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        cross: bool = False,
+        shared_norm: bool = True,
+        ffn_mult: int = 4,
+        attn_dropout: float = 0.0,
+        relu_dropout: float = 0.0,
+        res_dropout: float = 0.0,
+        activation: str = "relu",
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cross = cross
+        self.norm = nn.LayerNorm(dim)
+        self.context_norm = nn.LayerNorm(dim) if cross and not shared_norm else None
+        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation)
+        self.drop = nn.Dropout(res_dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        h = self.norm(x)
+        if self.cross:
+            if context is None:
+                raise ValueError("a cross-attention layer needs a context sequence")
+            c = (self.context_norm or self.norm)(context)
+            x = x + self.drop(self.attn(h, c, key_mask=context_mask, causal=causal))
+        else:
+            x = x + self.drop(self.attn(h, key_mask=mask, causal=causal))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """MulT's (cross-modal) transformer: scale by sqrt(d), add sinusoidal positions, dropout, N pre-LN layers, LN.
+
+    With `cross=True` every layer attends from `x` (the target modality) to `context` (the source modality), which
+    receives the same scaling and positions.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        *,
+        cross: bool = False,
+        embed_dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        relu_dropout: float = 0.0,
+        res_dropout: float = 0.0,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.causal = causal
+        self.embed_drop = nn.Dropout(embed_dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                dim, heads, cross=cross, attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout
+            )
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def embed(self, x: Tensor) -> Tensor:
+        positions = sinusoidal_positions(x.shape[1], self.dim, device=x.device).to(x.dtype)
+        return self.embed_drop(x * math.sqrt(self.dim) + positions)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:  # (B, T, D) -> (B, T, D)
+        x = self.embed(x)
+        context = self.embed(context) if context is not None else None
+        for layer in self.layers:
+            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal)
+        return self.norm(x)

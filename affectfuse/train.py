@@ -129,8 +129,13 @@ def fit(
             )
         valid = evaluate(model, valid_loader, suite=suite)
         improved = stopper.step(valid[monitor])
-        record = {"epoch": epoch, "train": train_terms, "valid": valid, "best": improved,
-                  "seconds": round(time.perf_counter() - start, 3)}
+        record = {
+            "epoch": epoch,
+            "train": train_terms,
+            "valid": valid,
+            "best": improved,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
         history.append(record)
         if log_path:
             with log_path.open("a") as f:
@@ -147,8 +152,13 @@ def fit(
         raise RuntimeError(f"{model.model_name}: validation {monitor} was never finite; nothing to select")
     model.load_state_dict(best_state)
     model.eval()
-    return FitResult(best_epoch=best_epoch, monitor=monitor, valid=best_valid, history=history,
-                     checkpoint=out / "best.pt" if out else None)
+    return FitResult(
+        best_epoch=best_epoch,
+        monitor=monitor,
+        valid=best_valid,
+        history=history,
+        checkpoint=out / "best.pt" if out else None,
+    )
 
 
 def check_param_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -27,10 +27,17 @@ LENGTHS = {"text": 6, "audio": 9, "vision": 8}
 SPECS = {
     "sentiment": InputSpec(dims=DIMS, lengths=LENGTHS),
     "no-text-traits": InputSpec(
-        dims={"audio": 5, "vision": 6}, lengths={"audio": 4, "vision": 4}, targets=("a", "b", "c"), metric_family="traits"
+        dims={"audio": 5, "vision": 6},
+        lengths={"audio": 4, "vision": 4},
+        targets=("a", "b", "c"),
+        metric_family="traits",
     ),
     "emotions": InputSpec(
-        dims=DIMS, lengths=LENGTHS, task="classification", targets=("neutral", "happy"), num_classes=2,
+        dims=DIMS,
+        lengths=LENGTHS,
+        task="classification",
+        targets=("neutral", "happy"),
+        num_classes=2,
         metric_family="iemocap",
     ),
 }

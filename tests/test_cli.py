@@ -11,8 +11,18 @@ import pytest
 from affectfuse.cli import main
 
 DATA = "synthetic:n_train=64,n_valid=32,n_test=32,length=5"
-TINY_SET = ["--set", "hidden.text=4", "--set", "hidden.audio=4", "--set", "hidden.vision=4", "--set", "text_out=3",
-            "--set", "train.max_epochs=2"]
+TINY_SET = [
+    "--set",
+    "hidden.text=4",
+    "--set",
+    "hidden.audio=4",
+    "--set",
+    "hidden.vision=4",
+    "--set",
+    "text_out=3",
+    "--set",
+    "train.max_epochs=2",
+]
 
 
 def test_models_lists_the_registry(capsys):
@@ -23,12 +33,15 @@ def test_models_lists_the_registry(capsys):
 
 def test_train_then_evaluate_round_trip(tmp_path, capsys):
     out = tmp_path / "runs"
-    code = main(["train", "--model", "tfn", "lmf", "--data", DATA, "--seed", "1", "2", "--out", str(out), "--json",
-                 *TINY_SET])
+    code = main(
+        ["train", "--model", "tfn", "lmf", "--data", DATA, "--seed", "1", "2", "--out", str(out), "--json", *TINY_SET]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert set(payload["test"]) == {"tfn", "lmf"} and payload["seeds"] == [1, 2]
-    assert {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr"} <= set(payload["test"]["lmf"])
+    assert {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr"} <= set(
+        payload["test"]["lmf"]
+    )
     assert len(payload["runs"]) == 4
     checkpoint = out / "lmf" / "seed2" / "best.pt"
     assert checkpoint.is_file() and (out / "summary.json").is_file()
@@ -76,7 +89,10 @@ def test_python_dash_m_entry_point():
 
 
 def test_synthetic_corpus_written_in_mmsa_layout_reads_back_and_trains(tmp_path, capsys):
-    spec = "synthetic:n_train=40,n_valid=16,n_test=16,aligned=false,lengths.audio=30,lengths.vision=40,missing_modality=0.2"
+    spec = (
+        "synthetic:n_train=40,n_valid=16,n_test=16,aligned=false,lengths.audio=30,lengths.vision=40,"
+        "missing_modality=0.2"
+    )
     path = tmp_path / "unaligned_50.pkl"
     assert main(["data", "write", spec, str(path)]) == 0
     from affectfuse.data.datasets import load_data
@@ -92,5 +108,7 @@ def test_synthetic_corpus_written_in_mmsa_layout_reads_back_and_trains(tmp_path,
             assert (other.features[m] == split.features[m]).all()
         assert (other.labels == split.labels).all()
     capsys.readouterr()
-    assert main(["train", "--model", "lmf", "--data", str(path), "--out", str(tmp_path / "r"), "--json", *TINY_SET]) == 0
+    assert (
+        main(["train", "--model", "lmf", "--data", str(path), "--out", str(tmp_path / "r"), "--json", *TINY_SET]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["test"]["lmf"]["mae"]["mean"] > 0

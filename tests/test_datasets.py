@@ -23,8 +23,11 @@ def tiny_pom(root: Path) -> Path:
     folder = root / "pom"
     folder.mkdir(parents=True)
     for split, n in {"train": 5, "valid": 2, "test": 3}.items():
-        for name, data in {"audio": RNG.normal(size=(n, 4, 3)), "video": RNG.normal(size=(n, 4, 2)),
-                           "y": RNG.uniform(1, 7, (n, 17))}.items():
+        for name, data in {
+            "audio": RNG.normal(size=(n, 4, 3)),
+            "video": RNG.normal(size=(n, 4, 2)),
+            "y": RNG.uniform(1, 7, (n, 17)),
+        }.items():
             with h5py.File(folder / f"{name}_{split}.h5", "w") as f:
                 f.create_dataset("d1", data=data)
     return folder
@@ -35,10 +38,15 @@ def tiny_mmsa(path: Path, *, bad_audio: bool = False) -> Path:
         audio = RNG.normal(size=(n, 7, 5)).astype(np.float32)
         if bad_audio:
             audio[0, :3, 0] = -np.inf
-        return {"id": [f"v$_${i}" for i in range(n)], "text": RNG.normal(size=(n, 4, 8)).astype(np.float32),
-                "audio": audio, "vision": RNG.normal(size=(n, 6, 3)).astype(np.float32),
-                "audio_lengths": [7, 3, 1][:n], "vision_lengths": [6, 6, 2][:n],
-                "regression_labels": np.array([-1.0, 0.5, 2.0][:n], np.float32)}
+        return {
+            "id": [f"v$_${i}" for i in range(n)],
+            "text": RNG.normal(size=(n, 4, 8)).astype(np.float32),
+            "audio": audio,
+            "vision": RNG.normal(size=(n, 6, 3)).astype(np.float32),
+            "audio_lengths": [7, 3, 1][:n],
+            "vision_lengths": [6, 6, 2][:n],
+            "regression_labels": np.array([-1.0, 0.5, 2.0][:n], np.float32),
+        }
 
     with path.open("wb") as f:
         pickle.dump({"train": split(3), "valid": split(2), "test": split(2)}, f)
@@ -112,8 +120,12 @@ def test_inspect_corpus(tmp_path: Path) -> None:
     assert (report["format"], report["task"], report["targets"]) == ("mmsa", "regression", ["sentiment"])
     train = report["splits"]["train"]
     assert train["size"] == 3
-    assert train["modalities"]["audio"] == {"dim": 5, "padded_length": 7, "empty": 0,
-                                            "length": {"min": 1.0, "mean": pytest.approx(11 / 3), "max": 7.0}}
+    assert train["modalities"]["audio"] == {
+        "dim": 5,
+        "padded_length": 7,
+        "empty": 0,
+        "length": {"min": 1.0, "mean": pytest.approx(11 / 3), "max": 7.0},
+    }
     assert train["labels"]["min"] == -1.0 and train["labels"]["max"] == 2.0
     assert report["nonfinite"]["remaining"]["train/audio"] == 0
 

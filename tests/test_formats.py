@@ -141,8 +141,11 @@ def test_mmsa_wrong_shape(tmp_path: Path) -> None:
     bad = mmsa_split()
     bad["audio"] = bad["audio"][:, 0]
     path = dump({"train": bad}, tmp_path / "bad.pkl")
-    with pytest.raises(DataFormatError, match=r"bad\.pkl: split 'train', key 'audio' \(audio\): expected a 3-D array, "
-                                              r"found shape \(4, 5\)"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"bad\.pkl: split 'train', key 'audio' \(audio\): expected a 3-D array, "
+        r"found shape \(4, 5\)",
+    ):
         read_mmsa_pickle(path)
 
 
@@ -167,8 +170,11 @@ def test_mmsa_nonfinite_rejected_by_default(tmp_path: Path) -> None:
     split["audio"][0, 0, 0] = -np.inf
     split["audio"][1, 1, 1] = np.nan
     path = dump({"train": split}, tmp_path / "inf.pkl")
-    with pytest.raises(NonFiniteFeatureError, match=r"inf\.pkl: split 'train', modality 'audio' has 2 non-finite "
-                                                    r"values \(1 NaN, 1 inf\)"):
+    with pytest.raises(
+        NonFiniteFeatureError,
+        match=r"inf\.pkl: split 'train', modality 'audio' has 2 non-finite "
+        r"values \(1 NaN, 1 inf\)",
+    ):
         read_mmsa_pickle(path)
 
 
@@ -289,7 +295,11 @@ def test_mult_iemocap_one_hot_to_classes(tmp_path: Path) -> None:
     corpus = read_mult_pickle(path)
     spec = corpus.spec
     assert (spec.task, spec.targets, spec.num_classes, spec.metric_family) == (
-        "classification", IEMOCAP_EMOTIONS, 2, "iemocap")
+        "classification",
+        IEMOCAP_EMOTIONS,
+        2,
+        "iemocap",
+    )
     assert not spec.aligned
     labels = corpus.split("valid").labels
     assert labels.dtype == np.int64 and labels.shape == (5, 4)
@@ -330,8 +340,11 @@ def test_lmf_mosi_with_bytes_keys(tmp_path: Path) -> None:
     obj = {s.encode(): lmf_split(as_bytes=True) for s in ("train", "valid", "test")}
     corpus = read_lmf_pickle(dump(obj, tmp_path / "mosi.pkl"))
     train = corpus.split("train")
-    assert {m: x.shape for m, x in train.features.items()} == {"text": (6, 20, 300), "audio": (6, 1, 74),
-                                                               "vision": (6, 1, 35)}
+    assert {m: x.shape for m, x in train.features.items()} == {
+        "text": (6, 20, 300),
+        "audio": (6, 1, 74),
+        "vision": (6, 1, 35),
+    }
     assert corpus.spec.metric_family == "mosi" and corpus.spec.targets == ("sentiment",)
 
 
@@ -371,8 +384,9 @@ def test_lmf_nan_audio(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def write_csd(path: Path, root: str, data: dict[str, tuple[np.ndarray, np.ndarray]],
-              metadata: dict[str, str] | None = None) -> Path:
+def write_csd(
+    path: Path, root: str, data: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, str] | None = None
+) -> Path:
     with h5py.File(path, "w") as f:
         g = f.create_group(root)
         d = g.create_group("data")
@@ -393,11 +407,17 @@ def tiny_csd(tmp_path: Path) -> dict[str, Path]:
         "vidC": (np.array([[3.0]], np.float32), np.array([[0.0, 1.0]])),
     }
     steps = np.arange(0, 4, 0.5)
-    audio = {v: (np.arange(16, dtype=np.float32).reshape(8, 2) + 100 * i, np.c_[steps, steps + 0.5])
-             for i, v in enumerate(("vidA", "vidB", "vidC"))}
+    audio = {
+        v: (np.arange(16, dtype=np.float32).reshape(8, 2) + 100 * i, np.c_[steps, steps + 0.5])
+        for i, v in enumerate(("vidA", "vidB", "vidC"))
+    }
     vision = {"vidA": (np.ones((2, 3), np.float32), np.array([[0.5, 1.0], [3.0, 3.5]]))}  # vidB/vidC have none
-    words = {"vidA": (np.array([[b"hi"], [b"sp"], [b"there"], [b"you"]]),
-                      np.array([[0.0, 1.0], [1.0, 1.5], [1.5, 2.0], [2.5, 3.5]]))}
+    words = {
+        "vidA": (
+            np.array([[b"hi"], [b"sp"], [b"there"], [b"you"]]),
+            np.array([[0.0, 1.0], [1.0, 1.5], [1.5, 2.0], [2.5, 3.5]]),
+        )
+    }
     meta = {"root name": '"Opinion Segment Labels"', "dataset name": '"TINY"', "dimension names": '["sentiment score"]'}
     return {
         "labels": write_csd(tmp_path / "labels.csd", "Opinion Segment Labels", labels, meta),
@@ -415,11 +435,14 @@ def test_read_csd(tmp_path: Path) -> None:
     assert seq.data["vidA"][1].shape == (2, 2)
 
 
-@pytest.mark.parametrize(("features", "intervals", "match"), [
-    (np.zeros((2, 1)), np.zeros((2, 3)), r"video 'v', key 'intervals': expected numeric \(n, 2\), found \(2, 3\)"),
-    (np.zeros((3, 1)), np.zeros((2, 2)), r"video 'v', key 'features': expected \(2, \.\.\.\) matching"),
-    (np.zeros(2), np.zeros((2, 2)), r"video 'v', key 'features'"),
-])
+@pytest.mark.parametrize(
+    ("features", "intervals", "match"),
+    [
+        (np.zeros((2, 1)), np.zeros((2, 3)), r"video 'v', key 'intervals': expected numeric \(n, 2\), found \(2, 3\)"),
+        (np.zeros((3, 1)), np.zeros((2, 2)), r"video 'v', key 'features': expected \(2, \.\.\.\) matching"),
+        (np.zeros(2), np.zeros((2, 2)), r"video 'v', key 'features'"),
+    ],
+)
 def test_read_csd_validates(tmp_path: Path, features: np.ndarray, intervals: np.ndarray, match: str) -> None:
     path = write_csd(tmp_path / "bad.csd", "X", {"v": (features, intervals)})
     with pytest.raises(DataFormatError, match=match):
@@ -505,8 +528,9 @@ def test_real_mosi_csd(shared_data: Path) -> None:
     # the label file's timestamps are offset from the word file's by up to a word, so only the core words are exact
     assert {"anyhow", "it", "was", "really"} <= set(words["03bSnISJMiM_1"])
     # a numeric stand-in feature (one row per word) exercises the standard folds on the real labels
-    stand_in = ComputationalSequence("stand-in", {}, {v: (np.ones((len(iv), 1), np.float32), iv)
-                                                      for v, (_, iv) in words_seq.data.items()})
+    stand_in = ComputationalSequence(
+        "stand-in", {}, {v: (np.ones((len(iv), 1), np.float32), iv) for v, (_, iv) in words_seq.data.items()}
+    )
     corpus = load_csd_corpus(labels, {"text": stand_in}, shared_data / "mosi" / "folds" / "mosi_std_folds.json")
     assert {s: len(v) for s, v in corpus.splits.items()} == {"train": 1284, "valid": 229, "test": 686}
     test = corpus.split("test")
@@ -517,15 +541,21 @@ def test_real_mosi_csd(shared_data: Path) -> None:
 # MMSA-FET
 # ---------------------------------------------------------------------------------------------------------------------
 
-FET_CONFIG = {"audio": {"tool": "librosa"}, "video": {"tool": "openface"},
-              "text": {"model": "bert", "pretrained": "bert-base-uncased"}}
+FET_CONFIG = {
+    "audio": {"tool": "librosa"},
+    "video": {"tool": "openface"},
+    "text": {"model": "bert", "pretrained": "bert-base-uncased"},
+}
 
 
 def fet_clip(ta: int, tv: int, tt: int, *, audio_dim: int = 33) -> dict[str, Any]:
-    return {"audio": RNG.normal(size=(ta, audio_dim)), "vision": RNG.normal(size=(tv, 7)),
-            "text": RNG.normal(size=(tt, 768)).astype(np.float32),
-            "text_bert": np.stack([RNG.integers(100, 999, tt), np.ones(tt, int), np.zeros(tt, int)]),
-            "config": FET_CONFIG}
+    return {
+        "audio": RNG.normal(size=(ta, audio_dim)),
+        "vision": RNG.normal(size=(tv, 7)),
+        "text": RNG.normal(size=(tt, 768)).astype(np.float32),
+        "text_bert": np.stack([RNG.integers(100, 999, tt), np.ones(tt, int), np.zeros(tt, int)]),
+        "config": FET_CONFIG,
+    }
 
 
 def fet_folder(tmp_path: Path) -> Path:
@@ -588,8 +618,11 @@ def test_real_fet_clips(shared_data: Path) -> None:
     samples = shared_data / "ch-sims" / "raw_samples"
     aligned = read_mmsa_fet(samples / "video_0001_0001_mmsafet_aligned.pkl")
     assert aligned.spec.dims == {"text": 768, "audio": 25, "vision": 171} and aligned.spec.aligned
-    assert aligned.spec.extractors == {"text": "bert-base-uncased", "audio": "opensmile-eGeMAPSv02",
-                                       "vision": "openface"}
+    assert aligned.spec.extractors == {
+        "text": "bert-base-uncased",
+        "audio": "opensmile-eGeMAPSv02",
+        "vision": "openface",
+    }
     unaligned = read_mmsa_fet(samples / "video_0001_0001_mmsafet_unaligned.pkl")
     assert unaligned.spec.lengths == {"text": 11, "audio": 221, "vision": 32} and not unaligned.spec.aligned
     assert unaligned.spec.extractors["audio"] == "librosa"
@@ -750,8 +783,11 @@ def test_detect_format_by_content(tmp_path: Path) -> None:
 
 def test_detect_format_unknown(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DataFormatError, match=r"notes\.txt: unrecognised data format \(neither HDF5 nor a pickle\); "
-                                              r"known formats:\n  mmsa: .*\n  mult: "):
+    with pytest.raises(
+        DataFormatError,
+        match=r"notes\.txt: unrecognised data format \(neither HDF5 nor a pickle\); "
+        r"known formats:\n  mmsa: .*\n  mult: ",
+    ):
         detect_format(tmp_path / "notes.txt")
     with pytest.raises(DataFormatError, match=r"unrecognised data format \(a pickle of list\)"):
         detect_format(dump([1, 2], tmp_path / "list.pkl"))

@@ -406,8 +406,16 @@ def test_regression_metrics() -> None:
 
 @pytest.mark.parametrize(
     ("key", "expected"),
-    [("mae", False), ("mae_confident", False), ("acc7", True), ("corr", True), ("f1_has0", True),
-     ("acc2_non0", True), ("f1_happy", True), ("something_new", True)],
+    [
+        ("mae", False),
+        ("mae_confident", False),
+        ("acc7", True),
+        ("corr", True),
+        ("f1_has0", True),
+        ("acc2_non0", True),
+        ("f1_happy", True),
+        ("something_new", True),
+    ],
 )
 def test_higher_is_better(key: str, expected: bool) -> None:
     assert higher_is_better(key) is expected
@@ -455,7 +463,16 @@ def test_metrics_for_iemocap_and_classification() -> None:
     iemocap = metrics_for(_spec(task="classification", num_classes=2, targets=names, metric_family="iemocap"))
     assert iemocap.default_monitor == "f1"
     assert iemocap.keys == (
-        "acc_neutral", "f1_neutral", "acc_happy", "f1_happy", "acc_sad", "f1_sad", "acc_angry", "f1_angry", "acc", "f1"
+        "acc_neutral",
+        "f1_neutral",
+        "acc_happy",
+        "f1_happy",
+        "acc_sad",
+        "f1_sad",
+        "acc_angry",
+        "f1_angry",
+        "acc",
+        "f1",
     )
     assert iemocap.compute(z, y) == emotion_metrics(z, y, names)
     clf = metrics_for(_spec(task="classification", num_classes=2, targets=names, metric_family="classification"))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from affectfuse.checkpoint import load_model, save_checkpoint
+from affectfuse.config import TrainConfig
 from affectfuse.data.batch import Batch
 from affectfuse.registry import create_model, list_models
 from affectfuse.train import check_param_groups
-from affectfuse.config import TrainConfig
 
 from .conftest import SPECS, TINY, make_batch
 
@@ -50,7 +50,9 @@ def test_loss_gives_every_parameter_a_finite_gradient(name, spec_name):
     assert losses.total.ndim == 0 and losses.total.requires_grad and torch.isfinite(losses.total)
     assert losses.terms
     losses.total.backward()
-    without = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    without = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not without, f"parameters without gradient: {without}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

@@ -24,9 +24,7 @@ def default_corpus() -> Corpus:
 
 def _arrays(corpus: Corpus) -> list[np.ndarray]:
     return [
-        a
-        for split in corpus.splits.values()
-        for a in (*split.features.values(), *split.masks.values(), split.labels)
+        a for split in corpus.splits.values() for a in (*split.features.values(), *split.masks.values(), split.labels)
     ]
 
 

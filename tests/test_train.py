@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+from affectfuse import train as train_module
 from affectfuse.api import train_model
 from affectfuse.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from affectfuse.config import TrainConfig
 from affectfuse.data.synthetic import make_synthetic
 from affectfuse.evaluate import evaluate
 from affectfuse.registry import create_model
-from affectfuse import train as train_module
 from affectfuse.train import EarlyStopping, check_param_groups, fit, resolve_device
 
 from .conftest import TINY
@@ -48,7 +48,9 @@ def test_fit_keeps_the_best_validation_epoch_and_logs_every_epoch(corpus, tmp_pa
     assert result.best_epoch == min(range(6), key=maes.__getitem__) and result.monitor == "mae"
     # the returned model holds the selected epoch's weights, and so does the checkpoint
     assert evaluate(model, corpus.split("valid"))["mae"] == pytest.approx(min(maes), abs=1e-6)
-    assert evaluate(load_model(tmp_path / "best.pt"), corpus.split("valid"))["mae"] == pytest.approx(min(maes), abs=1e-6)
+    assert evaluate(load_model(tmp_path / "best.pt"), corpus.split("valid"))["mae"] == pytest.approx(
+        min(maes), abs=1e-6
+    )
 
 
 def test_early_stopping_stops_after_patience(corpus, monkeypatch):

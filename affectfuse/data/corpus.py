@@ -138,7 +138,9 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
-        self.features = {m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in split.features.items()}
+        self.features = {
+            m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in split.features.items()
+        }
         self.masks = {m: torch.from_numpy(np.ascontiguousarray(x, dtype=bool)) for m, x in split.masks.items()}
         labels = torch.from_numpy(np.ascontiguousarray(split.labels))
         self.labels = labels.float() if labels.is_floating_point() else labels.long()
@@ -162,4 +164,6 @@ class BatchLoader:
                 lo, hi = (int(steps[0]), int(steps[-1]) + 1) if len(steps) else (0, 1)
                 features[m] = x[index, lo:hi]
                 masks[m] = mask[:, lo:hi]
-            yield Batch(features=features, masks=masks, label=self.labels[index], ids=[self.split.ids[i] for i in index])
+            yield Batch(
+                features=features, masks=masks, label=self.labels[index], ids=[self.split.ids[i] for i in index]
+            )

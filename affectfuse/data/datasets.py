@@ -91,8 +91,9 @@ def load_data(spec: str, *, nonfinite: NonFinite = "error", **options: Any) -> C
     name, sep, rest = spec.partition(":")
     if name == "synthetic":
         if options:
-            raise ValueError("synthetic takes its options in the spec ('synthetic:key=value,...'), "
-                             f"got {sorted(options)}")
+            raise ValueError(
+                f"synthetic takes its options in the spec ('synthetic:key=value,...'), got {sorted(options)}"
+            )
         from .synthetic import synthetic_from_options  # lazy: the synthetic module is optional at import time
 
         return synthetic_from_options(rest)
@@ -125,8 +126,11 @@ def inspect_corpus(corpus: Corpus) -> dict[str, Any]:
     """
     spec = corpus.spec
     fmt = re.search(r"\(([\w-]+)\)$", corpus.source)
-    remaining = {f"{s}/{m}": int(np.count_nonzero(~np.isfinite(x)))
-                 for s, split in corpus.splits.items() for m, x in split.features.items()}
+    remaining = {
+        f"{s}/{m}": int(np.count_nonzero(~np.isfinite(x)))
+        for s, split in corpus.splits.items()
+        for m, x in split.features.items()
+    }
     return {
         "name": corpus.name,
         "source": corpus.source,

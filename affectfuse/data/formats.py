@@ -21,7 +21,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import h5py
 import numpy as np
 
 from ..config import MODALITIES
+from ..io import atomic_write
 from .batch import Sample
 from .corpus import SPLITS, Corpus, DataFormatError, NonFinite, Split, check_finite, spec_from_splits
 
@@ -48,9 +48,14 @@ FORMATS: dict[str, str] = {
 """Every format `detect_format` recognises, with what its content looks like."""
 
 SPLIT_ALIASES: dict[str, str] = {
-    "train": "train", "training": "train",
-    "valid": "valid", "val": "valid", "dev": "valid", "validation": "valid",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "dev": "valid",
+    "validation": "valid",
+    "test": "test",
+    "testing": "test",
 }
 """Accepted spellings of split names on input; every corpus uses train/valid/test."""
 
@@ -58,8 +63,22 @@ IEMOCAP_EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
 """Target order of MulT's IEMOCAP labels (its `eval_iemocap` names them Neutral, Happy, Sad, Angry)."""
 
 POM_LMF_TRAITS: tuple[str, ...] = (
-    "confident", "passionate", "pleasant", "dominant", "credible", "vivid", "expertise", "entertaining",
-    "reserved", "trusting", "relaxed", "outgoing", "thorough", "nervous", "persuasive", "humorous",
+    "confident",
+    "passionate",
+    "pleasant",
+    "dominant",
+    "credible",
+    "vivid",
+    "expertise",
+    "entertaining",
+    "reserved",
+    "trusting",
+    "relaxed",
+    "outgoing",
+    "thorough",
+    "nervous",
+    "persuasive",
+    "humorous",
 )
 """The 16 POM traits of LMF's `pom.pkl`, in label-column order (the column order of LMF's `train_pom.py` results)."""
 
@@ -178,8 +197,9 @@ class _Source:
             raise self.error(where, f"expected {length} rows (one per sample), found shape {arr.shape}")
         return arr
 
-    def features(self, value: Any, *, split: str, modality: str, key: str, length: int | None = None,
-                 ndim: int = 3) -> np.ndarray:
+    def features(
+        self, value: Any, *, split: str, modality: str, key: str, length: int | None = None, ndim: int = 3
+    ) -> np.ndarray:
         """Float32 features, checked for NaN/inf under the NaN policy; replaced values are counted."""
         where = f"split {split!r}, key {key!r} ({modality})"
         x = self.numeric(value, where=where, ndim=ndim, length=length).astype(np.float32, copy=False)
@@ -201,8 +221,9 @@ class _Source:
     def corpus(self, name: str, fmt: str, splits: dict[str, Split], **spec: Any) -> Corpus:
         """Assemble the corpus after checking that every split has the same modalities and feature dims."""
         if not splits:
-            raise DataFormatError(f"{self.path}: no train/valid/test split found "
-                                  f"(accepted names: {sorted(SPLIT_ALIASES)})")
+            raise DataFormatError(
+                f"{self.path}: no train/valid/test split found (accepted names: {sorted(SPLIT_ALIASES)})"
+            )
         ordered = {s: splits[s] for s in sorted(splits, key=_split_rank)}
         first_name, first = next(iter(ordered.items()))
         want = {m: x.shape[-1] for m, x in first.features.items()}
@@ -210,8 +231,14 @@ class _Source:
             have = {m: x.shape[-1] for m, x in split.features.items()}
             if have != want:
                 raise self.error(f"split {s!r}", f"modalities/dims {have} differ from split {first_name!r}: {want}")
-        return Corpus(name=name, splits=ordered, spec=spec_from_splits(ordered, **spec), source=f"{self.path} ({fmt})",
-                      notes=list(self.notes), nonfinite=dict(self.replaced))
+        return Corpus(
+            name=name,
+            splits=ordered,
+            spec=spec_from_splits(ordered, **spec),
+            source=f"{self.path} ({fmt})",
+            notes=list(self.notes),
+            nonfinite=dict(self.replaced),
+        )
 
 
 def _split_rank(name: str) -> int:
@@ -231,8 +258,9 @@ def _splits_of(obj: Any, src: _Source) -> dict[str, dict[str, Any]]:
             raise DataFormatError(f"{src.path}: two top-level keys both mean split {split!r}")
         out[split] = _str_keys(value)
     if not out:
-        raise DataFormatError(f"{src.path}: no train/valid/test split dicts at the top level; keys are "
-                              f"{sorted(_text(k) for k in obj)}")
+        raise DataFormatError(
+            f"{src.path}: no train/valid/test split dicts at the top level; keys are {sorted(_text(k) for k in obj)}"
+        )
     return out
 
 
@@ -278,8 +306,14 @@ def _check_text_mode(text: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def read_mmsa_pickle(path: PathLike, *, nonfinite: NonFinite = "error", text: str = "features",
-                     dataset: str | None = None, unimodal_labels: bool = False) -> Corpus:
+def read_mmsa_pickle(
+    path: PathLike,
+    *,
+    nonfinite: NonFinite = "error",
+    text: str = "features",
+    dataset: str | None = None,
+    unimodal_labels: bool = False,
+) -> Corpus:
     """Read an MMSA feature pickle (`aligned_50.pkl`, `unaligned_50.pkl`, `unaligned_39.pkl`, MMSA-FET dataset output).
 
     Layout: ``{"train"|"valid"|"test": {id, raw_text, text (N,L,768), text_bert (N,3,L), audio (N,Ta,Da),
@@ -321,12 +355,22 @@ def _mmsa_from_object(obj: Any, src: _Source, *, text: str, dataset: str | None,
         extractors = _fet_extractors(config, text=text)
     else:
         tag = "mmsa-sims" if sims else "mmsa"
-        extractors = {"text": "bert-tokens" if text == "bert_tokens" else f"{tag}-text",
-                      "audio": f"{tag}-audio", "vision": f"{tag}-vision"}
+        extractors = {
+            "text": "bert-tokens" if text == "bert_tokens" else f"{tag}-text",
+            "audio": f"{tag}-audio",
+            "vision": f"{tag}-vision",
+        }
     targets = ("sentiment", "sentiment_text", "sentiment_audio", "sentiment_vision") if unimodal_labels else None
-    return src.corpus(dataset or Path(src.path).stem, "mmsa", splits, task="regression",
-                      targets=targets or ("sentiment",), metric_family="sims" if sims else "mosi",
-                      aligned=aligned, extractors=extractors)
+    return src.corpus(
+        dataset or Path(src.path).stem,
+        "mmsa",
+        splits,
+        task="regression",
+        targets=targets or ("sentiment",),
+        metric_family="sims" if sims else "mosi",
+        aligned=aligned,
+        extractors=extractors,
+    )
 
 
 def _mmsa_split(d: dict[str, Any], split: str, src: _Source, *, text: str, unimodal_labels: bool) -> Split:
@@ -335,8 +379,14 @@ def _mmsa_split(d: dict[str, Any], split: str, src: _Source, *, text: str, unimo
     if y.shape[1] != 1:
         raise src.error(f"split {split!r}, key 'regression_labels'", f"expected shape ({n},), found {y.shape}")
     if unimodal_labels:
-        y = np.concatenate([y] + [src.scores(src.require(d, k, split), where=f"split {split!r}, key {k!r}", length=n)
-                                  for k in _UNIMODAL_KEYS], axis=1)
+        y = np.concatenate(
+            [y]
+            + [
+                src.scores(src.require(d, k, split), where=f"split {split!r}, key {k!r}", length=n)
+                for k in _UNIMODAL_KEYS
+            ],
+            axis=1,
+        )
     features, masks = {}, {}
     features["text"], masks["text"] = _mmsa_text(d, split, src, text=text, n=n)
     for m in ("audio", "vision"):
@@ -353,8 +403,10 @@ def _mmsa_text(d: dict[str, Any], split: str, src: _Source, *, text: str, n: int
         x = src.features(tokens.transpose(0, 2, 1), split=split, modality="text", key="text_bert")
         return x, x[:, :, 1] > 0
     if "text" not in d and tokens is not None:
-        raise src.error(f"split {split!r}", "missing key 'text'; this file has only BERT tokens: pass "
-                        "text='bert_tokens' (CLI: --text bert_tokens)")
+        raise src.error(
+            f"split {split!r}",
+            "missing key 'text'; this file has only BERT tokens: pass text='bert_tokens' (CLI: --text bert_tokens)",
+        )
     x = src.features(src.require(d, "text", split), split=split, modality="text", key="text", length=n)
     if "text_lengths" in d:  # written by write_mmsa_pickle for corpora whose text mask has no BERT tokens behind it
         return x, _length_mask(d["text_lengths"], x.shape[1], n, split=split, key="text_lengths", src=src)
@@ -367,8 +419,9 @@ def _bert_tokens(d: dict[str, Any], split: str, src: _Source, n: int) -> np.ndar
     where = f"split {split!r}, key 'text_bert'"
     tokens = src.numeric(src.require(d, "text_bert", split), where=where, ndim=3, length=n)
     if tokens.shape[1] != 3:
-        raise src.error(where, "expected shape (N, 3, L) = token ids / attention mask / segment ids, "
-                               f"found {tokens.shape}")
+        raise src.error(
+            where, f"expected shape (N, 3, L) = token ids / attention mask / segment ids, found {tokens.shape}"
+        )
     return tokens
 
 
@@ -386,14 +439,17 @@ def write_mmsa_pickle(corpus: Corpus, path: PathLike) -> Path:
     """
     spec = corpus.spec
     if spec.task != "regression" or spec.num_targets != 1:
-        raise ValueError(f"the MMSA layout holds one regression target; corpus {corpus.name!r} has {spec.task} "
-                         f"targets {list(spec.targets)}")
+        raise ValueError(
+            f"the MMSA layout holds one regression target; corpus {corpus.name!r} has {spec.task} "
+            f"targets {list(spec.targets)}"
+        )
     missing = [m for m in MODALITIES if m not in spec.dims]
     if missing:
         raise ValueError(f"the MMSA layout needs text, audio and vision; corpus {corpus.name!r} lacks {missing}")
     bert = spec.extractors.get("text") == "bert-tokens"
     with_lengths = not spec.aligned or any(
-        not s.masks[m].all() for s in corpus.splits.values() for m in ("audio", "vision"))
+        not s.masks[m].all() for s in corpus.splits.values() for m in ("audio", "vision")
+    )
     out: dict[str, dict[str, Any]] = {}
     for name, split in corpus.splits.items():
         n = len(split)
@@ -415,7 +471,7 @@ def write_mmsa_pickle(corpus: Corpus, path: PathLike) -> Path:
             if with_lengths:
                 d[f"{m}_lengths"] = mask.sum(1).astype(np.int64)
         out[name] = d
-    return _atomic_pickle(out, Path(path))
+    return atomic_write(path, lambda f: pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _real_steps_first(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -427,21 +483,6 @@ def _real_steps_first(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     new_mask = np.arange(mask.shape[1])[None, :] < mask.sum(1)[:, None]
     packed[~new_mask] = 0.0
     return packed, new_mask
-
-
-def _atomic_pickle(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers never see a half-written file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -479,8 +520,12 @@ def _mult_from_object(obj: Any, src: _Source) -> Corpus:
     aligned = len({first.features[m].shape[1] for m in MODALITIES}) == 1
     if task == "classification":
         iemocap = (k, classes) == (4, 2)
-        spec = dict(task="classification", targets=IEMOCAP_EMOTIONS if iemocap else _targets_for(k),
-                    num_classes=classes, metric_family="iemocap" if iemocap else "classification")
+        spec = dict(
+            task="classification",
+            targets=IEMOCAP_EMOTIONS if iemocap else _targets_for(k),
+            num_classes=classes,
+            metric_family="iemocap" if iemocap else "classification",
+        )
     else:
         spec = dict(task="regression", targets=_targets_for(k), metric_family="mosi" if k == 1 else "regression")
     extractors = {m: f"mult-{m}" for m in MODALITIES}
@@ -537,8 +582,9 @@ def _lmf_from_object(obj: Any, src: _Source, *, emotion: str | None) -> Corpus:
         available = sorted(k for k, v in top.items() if isinstance(v, Mapping))
         if emotion is None or emotion not in available:
             what = "choose one with emotion=" if emotion is None else f"it has no emotion {emotion!r}"
-            raise DataFormatError(f"{src.path}: this LMF IEMOCAP file holds one dataset per emotion; {what} "
-                                  f"(available: {available})")
+            raise DataFormatError(
+                f"{src.path}: this LMF IEMOCAP file holds one dataset per emotion; {what} (available: {available})"
+            )
         top, name = top[emotion], f"{name}-{emotion}"
     elif emotion is not None:
         raise ValueError(f"{src.path}: emotion= applies to LMF's per-emotion IEMOCAP file; this file has splits only")
@@ -554,13 +600,29 @@ def _lmf_from_object(obj: Any, src: _Source, *, emotion: str | None) -> Corpus:
         splits[s] = Split(ids=[f"{s}_{i}" for i in range(n)], features=features, masks={}, labels=labels)
     extractors = {m: f"lmf-{m}" for m in MODALITIES}
     if per_emotion:
-        return src.corpus(name, "lmf", splits, task="classification", targets=(emotion,), num_classes=2,
-                          metric_family="iemocap", aligned=False, extractors=extractors)
+        return src.corpus(
+            name,
+            "lmf",
+            splits,
+            task="classification",
+            targets=(emotion,),
+            num_classes=2,
+            metric_family="iemocap",
+            aligned=False,
+            extractors=extractors,
+        )
     k = next(iter(splits.values())).labels.shape[1]
     pom = k == len(POM_LMF_TRAITS)
-    return src.corpus(name, "lmf", splits, task="regression",
-                      targets=POM_LMF_TRAITS if pom else _targets_for(k),
-                      metric_family="mosi" if k == 1 else "traits", aligned=False, extractors=extractors)
+    return src.corpus(
+        name,
+        "lmf",
+        splits,
+        task="regression",
+        targets=POM_LMF_TRAITS if pom else _targets_for(k),
+        metric_family="mosi" if k == 1 else "traits",
+        aligned=False,
+        extractors=extractors,
+    )
 
 
 def _lmf_features(value: Any, split: str, modality: str, key: str, src: _Source, n: int) -> np.ndarray:
@@ -611,8 +673,10 @@ def read_csd(path: PathLike) -> ComputationalSequence:
     with h5py.File(p, "r") as f:
         roots = [k for k in f if isinstance(f[k], h5py.Group) and "data" in f[k]]
         if len(roots) != 1:
-            raise DataFormatError(f"{p}: expected one root group holding 'data' and 'metadata', found "
-                                  f"{len(roots)} among top-level keys {list(f)}")
+            raise DataFormatError(
+                f"{p}: expected one root group holding 'data' and 'metadata', found "
+                f"{len(roots)} among top-level keys {list(f)}"
+            )
         group = f[roots[0]]
         if "metadata" not in group:
             raise DataFormatError(f"{p}: root {roots[0]!r} has no 'metadata' group (keys: {list(group)})")
@@ -644,11 +708,15 @@ def _csd_video(path: Path, vid: str, g: Any) -> tuple[np.ndarray, np.ndarray]:
         raise DataFormatError(f"{path}: video {vid!r}: expected 'features' and 'intervals', found {keys}")
     features, intervals = g["features"][()], g["intervals"][()]
     if intervals.ndim != 2 or intervals.shape[1] != 2 or intervals.dtype.kind not in "iuf":
-        raise DataFormatError(f"{path}: video {vid!r}, key 'intervals': expected numeric (n, 2), found "
-                              f"{intervals.shape} {intervals.dtype}")
+        raise DataFormatError(
+            f"{path}: video {vid!r}, key 'intervals': expected numeric (n, 2), found "
+            f"{intervals.shape} {intervals.dtype}"
+        )
     if features.ndim < 2 or len(features) != len(intervals):
-        raise DataFormatError(f"{path}: video {vid!r}, key 'features': expected ({len(intervals)}, ...) matching "
-                              f"the intervals, found {features.shape}")
+        raise DataFormatError(
+            f"{path}: video {vid!r}, key 'features': expected ({len(intervals)}, ...) matching "
+            f"the intervals, found {features.shape}"
+        )
     return features, intervals.astype(np.float64)
 
 
@@ -673,8 +741,9 @@ def _words(seq: ComputationalSequence, vid: str) -> tuple[list[str], np.ndarray]
     return [words[i] for i in keep], intervals[keep]
 
 
-def segment_words(labels_csd: PathLike | ComputationalSequence,
-                  words_csd: PathLike | ComputationalSequence) -> dict[str, list[str]]:
+def segment_words(
+    labels_csd: PathLike | ComputationalSequence, words_csd: PathLike | ComputationalSequence
+) -> dict[str, list[str]]:
     """The words spoken in each labelled segment.
 
     Segment ids are ``<video>_<k>``, k = 1-based position of the segment among the video's label intervals in stored
@@ -691,11 +760,14 @@ def segment_words(labels_csd: PathLike | ComputationalSequence,
     return out
 
 
-def load_csd_corpus(labels: PathLike | ComputationalSequence,
-                    features: Mapping[str, PathLike | ComputationalSequence],
-                    folds: PathLike | Mapping[str, Iterable[str]], *,
-                    words: PathLike | ComputationalSequence | None = None,
-                    nonfinite: NonFinite = "error") -> Corpus:
+def load_csd_corpus(
+    labels: PathLike | ComputationalSequence,
+    features: Mapping[str, PathLike | ComputationalSequence],
+    folds: PathLike | Mapping[str, Iterable[str]],
+    *,
+    words: PathLike | ComputationalSequence | None = None,
+    nonfinite: NonFinite = "error",
+) -> Corpus:
     """Build a corpus from SDK computational sequences: one sample per labelled segment.
 
     Each label interval is a segment with id ``<video>_<k>`` (k 1-based, stored order; the official MOSI ids). Without
@@ -726,8 +798,10 @@ def load_csd_corpus(labels: PathLike | ComputationalSequence,
     for m, seq in feature_seqs.items():
         kinds = {f.dtype.kind for f, _ in seq.data.values()}
         if kinds - set("biuf"):
-            raise DataFormatError(f"{seq.path}: the {m} sequence holds non-numeric features ({sorted(kinds)}); "
-                                  "a words .csd goes to words=")
+            raise DataFormatError(
+                f"{seq.path}: the {m} sequence holds non-numeric features ({sorted(kinds)}); "
+                "a words .csd goes to words="
+            )
     fold_of = _read_folds(folds, label_seq, src)
     samples: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for vid in sorted(label_seq.data):
@@ -741,10 +815,16 @@ def load_csd_corpus(labels: PathLike | ComputationalSequence,
     splits = {s: _checked_split(Split.from_samples(v), s, checkers) for s, v in samples.items() if v}
     k = next(iter(splits.values())).labels.shape[1] if splits else 1
     names = _json_list(label_seq.metadata.get("dimension names"))
-    return src.corpus(label_seq.metadata.get("dataset name") or Path(src.path).stem, "csd", splits,
-                      task="regression", targets=_targets_for(k, None if k == 1 else names),
-                      metric_family="mosi" if k == 1 else "regression", aligned=word_seq is not None,
-                      extractors={m: seq.root for m, seq in feature_seqs.items()})
+    return src.corpus(
+        label_seq.metadata.get("dataset name") or Path(src.path).stem,
+        "csd",
+        splits,
+        task="regression",
+        targets=_targets_for(k, None if k == 1 else names),
+        metric_family="mosi" if k == 1 else "regression",
+        aligned=word_seq is not None,
+        extractors={m: seq.root for m, seq in feature_seqs.items()},
+    )
 
 
 def _json_list(value: str | None) -> list[str] | None:
@@ -755,8 +835,9 @@ def _json_list(value: str | None) -> list[str] | None:
     return [str(v) for v in parsed] if isinstance(parsed, list) else None
 
 
-def _read_folds(folds: PathLike | Mapping[str, Iterable[str]], labels: ComputationalSequence,
-                src: _Source) -> dict[str, str]:
+def _read_folds(
+    folds: PathLike | Mapping[str, Iterable[str]], labels: ComputationalSequence, src: _Source
+) -> dict[str, str]:
     """video -> split, checking that no video is in two folds and noting videos on only one side."""
     where = "folds"
     if not isinstance(folds, Mapping):
@@ -786,8 +867,13 @@ def _read_folds(folds: PathLike | Mapping[str, Iterable[str]], labels: Computati
     return fold_of
 
 
-def _csd_video_samples(vid: str, labels: ComputationalSequence, feature_seqs: dict[str, ComputationalSequence],
-                       word_seq: ComputationalSequence | None, src: _Source) -> list[Sample]:
+def _csd_video_samples(
+    vid: str,
+    labels: ComputationalSequence,
+    feature_seqs: dict[str, ComputationalSequence],
+    word_seq: ComputationalSequence | None,
+    src: _Source,
+) -> list[Sample]:
     label_rows, label_iv = labels.data[vid]
     y = src.scores(label_rows, where=f"video {vid!r}, key 'features' (labels)")
     _, word_iv = _words(word_seq, vid) if word_seq is not None else ([], np.zeros((0, 2)))
@@ -833,8 +919,14 @@ def _checked_split(split: Split, name: str, checkers: dict[str, _Source]) -> Spl
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def read_mmsa_fet(path_or_folder: PathLike, *, labels_csv: PathLike | None = None, nonfinite: NonFinite = "error",
-                  text: str = "features", dataset: str | None = None) -> Corpus:
+def read_mmsa_fet(
+    path_or_folder: PathLike,
+    *,
+    labels_csv: PathLike | None = None,
+    nonfinite: NonFinite = "error",
+    text: str = "features",
+    dataset: str | None = None,
+) -> Corpus:
     """Read MMSA-FET single-clip outputs: one pickle, or a folder of them (`*.pkl`), as one corpus.
 
     Each clip pickle is ``{audio (Ta, Da), vision (Tv, Dv), text (Tt, 768), text_bert (3, Tt), config, align?}``;
@@ -859,12 +951,20 @@ def read_mmsa_fet(path_or_folder: PathLike, *, labels_csv: PathLike | None = Non
     files = sorted(p.glob("*.pkl")) if p.is_dir() else [p]
     if not files:
         raise DataFormatError(f"{p}: no MMSA-FET clip pickles (*.pkl) in this folder")
-    return _fet_corpus([(f, load_pickle(f)) for f in files], p, labels_csv=labels_csv, nonfinite=nonfinite,
-                       text=text, dataset=dataset)
+    return _fet_corpus(
+        [(f, load_pickle(f)) for f in files], p, labels_csv=labels_csv, nonfinite=nonfinite, text=text, dataset=dataset
+    )
 
 
-def _fet_corpus(clips: list[tuple[Path, Any]], origin: Path, *, labels_csv: PathLike | None, nonfinite: NonFinite,
-                text: str, dataset: str | None) -> Corpus:
+def _fet_corpus(
+    clips: list[tuple[Path, Any]],
+    origin: Path,
+    *,
+    labels_csv: PathLike | None,
+    nonfinite: NonFinite,
+    text: str,
+    dataset: str | None,
+) -> Corpus:
     _check_text_mode(text)
     src = _Source(str(origin), nonfinite)
     table = _read_label_csv(labels_csv, src) if labels_csv is not None else None
@@ -877,8 +977,10 @@ def _fet_corpus(clips: list[tuple[Path, Any]], origin: Path, *, labels_csv: Path
     for file, obj in clips:
         clip = _fet_clip(obj, file, text=text)
         if extractors is not None and clip.extractors != extractors:
-            raise DataFormatError(f"{file}: extractors {clip.extractors} differ from {first_file}'s {extractors}; "
-                                  "clips from different extraction configs cannot form one corpus")
+            raise DataFormatError(
+                f"{file}: extractors {clip.extractors} differ from {first_file}'s {extractors}; "
+                "clips from different extraction configs cannot form one corpus"
+            )
         extractors = clip.extractors
         aligned &= clip.aligned
         clip_id = file.stem
@@ -892,8 +994,16 @@ def _fet_corpus(clips: list[tuple[Path, Any]], origin: Path, *, labels_csv: Path
         src.notes.append(f"{len(table) - len(clips)} rows of {labels_csv} have no clip pickle")
     splits = {s: _fet_split(v, s, src) for s, v in samples.items()}
     family = {"sims": "sims", "mosi": "mosi", "mosei": "mosi"}.get(dataset or "", "regression")
-    return src.corpus(dataset or origin.stem, "mmsa-fet", splits, task="regression", targets=("sentiment",),
-                      metric_family=family, aligned=aligned, extractors=extractors or {})
+    return src.corpus(
+        dataset or origin.stem,
+        "mmsa-fet",
+        splits,
+        task="regression",
+        targets=("sentiment",),
+        metric_family=family,
+        aligned=aligned,
+        extractors=extractors or {},
+    )
 
 
 @dataclass
@@ -909,8 +1019,10 @@ def _fet_clip(obj: Any, file: Path, *, text: str) -> _Clip:
         raise DataFormatError(f"{file}: expected an MMSA-FET clip dict, found {type(obj).__name__}")
     d = _str_keys(obj)
     if any(normalise_split(k) for k in d):
-        raise DataFormatError(f"{file}: this is a dataset pickle with splits {sorted(d)}, not an MMSA-FET clip; "
-                              "load the file itself (format 'mmsa')")
+        raise DataFormatError(
+            f"{file}: this is a dataset pickle with splits {sorted(d)}, not an MMSA-FET clip; "
+            "load the file itself (format 'mmsa')"
+        )
     feats: dict[str, tuple[str, np.ndarray]] = {}
     for m in ("audio", "vision"):
         feats[m] = (m, src.numeric(src.require(d, m, None), where=f"key {m!r}", ndim=2))
@@ -922,9 +1034,15 @@ def _fet_clip(obj: Any, file: Path, *, text: str) -> _Clip:
     else:
         feats["text"] = ("text", src.numeric(src.require(d, "text", None), where="key 'text'", ndim=2))
     config = d.get("config")
-    extractors = _fet_extractors(config, text=text) if isinstance(config, Mapping) else {
-        "text": "bert-tokens" if text == "bert_tokens" else "mmsa-fet-text",
-        "audio": "mmsa-fet-audio", "vision": "mmsa-fet-vision"}
+    extractors = (
+        _fet_extractors(config, text=text)
+        if isinstance(config, Mapping)
+        else {
+            "text": "bert-tokens" if text == "bert_tokens" else "mmsa-fet-text",
+            "audio": "mmsa-fet-audio",
+            "vision": "mmsa-fet-vision",
+        }
+    )
     aligned = "align" in d and len({x.shape[0] for _, x in feats.values()}) == 1
     return _Clip(features={m: feats[m] for m in MODALITIES}, extractors=extractors, aligned=aligned)
 
@@ -939,8 +1057,11 @@ def _fet_extractors(config: Mapping[str, Any], *, text: str) -> dict[str, str]:
         audio_name = f"opensmile-{audio['args']['feature_set']}"
     elif audio.get("pretrained"):
         audio_name = str(audio["pretrained"])
-    text_name = "bert-tokens" if text == "bert_tokens" else str(
-        text_cfg.get("pretrained") or text_cfg.get("model") or "mmsa-fet-text")
+    text_name = (
+        "bert-tokens"
+        if text == "bert_tokens"
+        else str(text_cfg.get("pretrained") or text_cfg.get("model") or "mmsa-fet-text")
+    )
     return {"text": text_name, "audio": audio_name, "vision": str(video.get("tool", "mmsa-fet-vision"))}
 
 
@@ -948,8 +1069,9 @@ def _fet_split(samples: list[Sample], split: str, src: _Source) -> Split:
     for m in MODALITIES:
         dims = {s.features[m].shape[1] for s in samples}
         if len(dims) > 1:
-            raise DataFormatError(f"{src.path}: split {split!r}: {m} features of different clips have different "
-                                  f"dims {sorted(dims)}")
+            raise DataFormatError(
+                f"{src.path}: split {split!r}: {m} features of different clips have different dims {sorted(dims)}"
+            )
     return Split.from_samples(samples)
 
 
@@ -1025,18 +1147,24 @@ def read_mfn_h5(folder: PathLike, *, nonfinite: NonFinite = "error") -> Corpus:
                 wanted = _MFN_MODALITY_FILES[m][0].format(y_file.stem[2:])
                 raise DataFormatError(f"{root}: split {split!r} has no {m} file {wanted} (other splits have one)")
             key, x = _h5_single(file)
-            features[m] = _Source(str(file), nonfinite, src.replaced).features(x, split=split, modality=m, key=key,
-                                                                               length=len(y))
+            features[m] = _Source(str(file), nonfinite, src.replaced).features(
+                x, split=split, modality=m, key=key, length=len(y)
+            )
         splits[split] = Split(ids=[f"{split}_{i}" for i in range(len(y))], features=features, masks={}, labels=y)
     if "text" not in present:
         src.notes.append("no text modality: this release has no text features (POM's MFN files hold audio and video)")
     first = next(iter(splits.values()))
     k = first.labels.shape[1]
-    return src.corpus(root.name, "mfn-h5", splits, task="regression",
-                      targets=POM_MFN_TARGETS if k == len(POM_MFN_TARGETS) else _targets_for(k),
-                      metric_family="mosi" if k == 1 else "traits",
-                      aligned=len({x.shape[1] for x in first.features.values()}) == 1,
-                      extractors={m: f"mfn-{m}" for m in present})
+    return src.corpus(
+        root.name,
+        "mfn-h5",
+        splits,
+        task="regression",
+        targets=POM_MFN_TARGETS if k == len(POM_MFN_TARGETS) else _targets_for(k),
+        metric_family="mosi" if k == 1 else "traits",
+        aligned=len({x.shape[1] for x in first.features.values()}) == 1,
+        extractors={m: f"mfn-{m}" for m in present},
+    )
 
 
 def _mfn_file(root: Path, modality: str, split: str) -> Path | None:
@@ -1065,8 +1193,9 @@ def _h5_single(path: Path) -> tuple[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_mosi_utterance(root: PathLike, *, valid_videos_fraction: float = 0.1, seed: int = 0,
-                        nonfinite: NonFinite = "error") -> Corpus:
+def load_mosi_utterance(
+    root: PathLike, *, valid_videos_fraction: float = 0.1, seed: int = 0, nonfinite: NonFinite = "error"
+) -> Corpus:
     """CMU-MOSI with one bc-LSTM feature vector per utterance (text 100-d, audio 73-d, video 100-d; T = 1).
 
     ``root`` holds ``bclstm_utterance_features/`` (``text_{train,test}.csv``: row index into ``transcripts.csv`` then
@@ -1097,9 +1226,16 @@ def load_mosi_utterance(root: PathLike, *, valid_videos_fraction: float = 0.1, s
     splits = {s: _mosi_utterance_split(feats_dir, s, transcripts, scores, src) for s in ("train", "test")}
     if valid_videos_fraction > 0:
         splits["train"], splits["valid"] = _carve_by_video(splits["train"], valid_videos_fraction, seed, src)
-    return src.corpus("mosi-utterance", "mosi-utterance", splits, task="regression", targets=("sentiment",),
-                      metric_family="mosi", aligned=True,  # T = 1 for every modality, so trivially aligned
-                      extractors={"text": "bclstm-text", "audio": "bclstm-audio", "vision": "bclstm-video"})
+    return src.corpus(
+        "mosi-utterance",
+        "mosi-utterance",
+        splits,
+        task="regression",
+        targets=("sentiment",),
+        metric_family="mosi",
+        aligned=True,  # T = 1 for every modality, so trivially aligned
+        extractors={"text": "bclstm-text", "audio": "bclstm-audio", "vision": "bclstm-video"},
+    )
 
 
 def _read_csv_rows(path: Path, *, columns: int | None = None) -> list[list[str]]:
@@ -1139,31 +1275,43 @@ def _segment_key(clip_id: str) -> tuple[str, int]:
     return video, int(segment) if segment.isdigit() else -1
 
 
-def _mosi_utterance_split(feats_dir: Path, split: str, transcripts: list[list[str]],
-                          scores: dict[tuple[str, int], float], src: _Source) -> Split:
+def _mosi_utterance_split(
+    feats_dir: Path, split: str, transcripts: list[list[str]], scores: dict[tuple[str, int], float], src: _Source
+) -> Split:
     text = _float_table(feats_dir / f"text_{split}.csv", 101)
     audio = _float_table(feats_dir / "audio" / f"audio_{split}0.csv", 74)
     video = _float_table(feats_dir / "video" / f"video_{split}0.csv", 101)
     if not len(text) == len(audio) == len(video):
-        raise DataFormatError(f"{feats_dir}: split {split!r}: text/audio/video files have {len(text)}/{len(audio)}/"
-                              f"{len(video)} rows; they must be row-aligned")
+        raise DataFormatError(
+            f"{feats_dir}: split {split!r}: text/audio/video files have {len(text)}/{len(audio)}/"
+            f"{len(video)} rows; they must be row-aligned"
+        )
     index = text[:, 0].astype(np.int64)
     if index.min() < 0 or index.max() >= len(transcripts):
-        raise DataFormatError(f"{feats_dir / f'text_{split}.csv'}: column 0 must index transcripts.csv rows "
-                              f"0..{len(transcripts) - 1}, found {index.min()}..{index.max()}")
+        raise DataFormatError(
+            f"{feats_dir / f'text_{split}.csv'}: column 0 must index transcripts.csv rows "
+            f"0..{len(transcripts) - 1}, found {index.min()}..{index.max()}"
+        )
     ids = [transcripts[i][0] for i in index]
     missing = [i for i in ids if _segment_key(i) not in scores]
     if missing:
-        raise DataFormatError(f"{feats_dir.parent / 'labels' / 'OpinionLevelSentiment.csv'}: no score for "
-                              f"{len(missing)} {split} segments (e.g. {missing[:3]})")
+        raise DataFormatError(
+            f"{feats_dir.parent / 'labels' / 'OpinionLevelSentiment.csv'}: no score for "
+            f"{len(missing)} {split} segments (e.g. {missing[:3]})"
+        )
     y = np.array([scores[_segment_key(i)] for i in ids], dtype=np.float32)
-    binary = {"transcripts.csv": np.array([transcripts[i][3] == "1" for i in index]),
-              f"audio_{split}0.csv": audio[:, -1] == 1, f"video_{split}0.csv": video[:, -1] == 1}
+    binary = {
+        "transcripts.csv": np.array([transcripts[i][3] == "1" for i in index]),
+        f"audio_{split}0.csv": audio[:, -1] == 1,
+        f"video_{split}0.csv": video[:, -1] == 1,
+    }
     for name, b in binary.items():
         wrong = np.flatnonzero(b != (y >= 0))
         if wrong.size:
-            raise DataFormatError(f"{feats_dir}: split {split!r}: the binary labels of {name} disagree with "
-                                  f"(score >= 0) for {wrong.size} segments (e.g. {ids[wrong[0]]}); the join failed")
+            raise DataFormatError(
+                f"{feats_dir}: split {split!r}: the binary labels of {name} disagree with "
+                f"(score >= 0) for {wrong.size} segments (e.g. {ids[wrong[0]]}); the join failed"
+            )
     features = {"text": text[:, 1:], "audio": audio[:, :-1], "vision": video[:, :-1]}
     features = {m: src.features(x[:, None, :], split=split, modality=m, key=m) for m, x in features.items()}
     return Split(ids=ids, features=features, masks={}, labels=y[:, None])
@@ -1175,8 +1323,10 @@ def _carve_by_video(train: Split, fraction: float, seed: int, src: _Source) -> t
     count = max(1, round(fraction * len(unique)))
     chosen = set(np.random.default_rng(seed).choice(unique, size=count, replace=False).tolist())
     is_valid = np.array([v in chosen for v in videos])
-    src.notes.append(f"validation = {count} of {len(unique)} train videos ({int(is_valid.sum())} utterances), "
-                     f"drawn with seed {seed}; no video is in two splits")
+    src.notes.append(
+        f"validation = {count} of {len(unique)} train videos ({int(is_valid.sum())} utterances), "
+        f"drawn with seed {seed}; no video is in two splits"
+    )
     return train.subset(np.flatnonzero(~is_valid)), train.subset(np.flatnonzero(is_valid))
 
 
@@ -1215,27 +1365,45 @@ def load_corpus(path: PathLike, *, nonfinite: NonFinite = "error", **options: An
     if extra:
         raise ValueError(f"{p} is in format {fmt!r}, which takes options {sorted(allowed) or 'none'}; got {extra}")
     if fmt == "csd" and not {"features", "folds"} <= set(options):
-        raise DataFormatError(f"{p}: a .csd file holds one computational sequence; to build a corpus from this label "
-                              "sequence pass features={modality: csd path} and folds=<json> (see load_csd_corpus)")
+        raise DataFormatError(
+            f"{p}: a .csd file holds one computational sequence; to build a corpus from this label "
+            "sequence pass features={modality: csd path} and folds=<json> (see load_csd_corpus)"
+        )
     return _READERS[fmt](p, obj, nonfinite, options)
 
 
 _OPTIONS: dict[str, set[str]] = {
-    "mmsa": {"text", "dataset", "unimodal_labels"}, "mult": set(), "lmf": {"emotion"},
-    "mmsa-fet": {"labels_csv", "text", "dataset"}, "csd": {"features", "folds", "words"}, "mfn-h5": set(),
+    "mmsa": {"text", "dataset", "unimodal_labels"},
+    "mult": set(),
+    "lmf": {"emotion"},
+    "mmsa-fet": {"labels_csv", "text", "dataset"},
+    "csd": {"features", "folds", "words"},
+    "mfn-h5": set(),
     "mosi-utterance": {"valid_videos_fraction", "seed"},
 }
 
 _READERS: dict[str, Callable[[Path, Any, NonFinite, dict[str, Any]], Corpus]] = {
-    "mmsa": lambda p, obj, nf, o: _mmsa_from_object(obj, _Source(str(p), nf), text=o.get("text", "features"),
-                                                    dataset=o.get("dataset"),
-                                                    unimodal_labels=o.get("unimodal_labels", False)),
+    "mmsa": lambda p, obj, nf, o: _mmsa_from_object(
+        obj,
+        _Source(str(p), nf),
+        text=o.get("text", "features"),
+        dataset=o.get("dataset"),
+        unimodal_labels=o.get("unimodal_labels", False),
+    ),
     "mult": lambda p, obj, nf, o: _mult_from_object(obj, _Source(str(p), nf)),
     "lmf": lambda p, obj, nf, o: _lmf_from_object(obj, _Source(str(p), nf), emotion=o.get("emotion")),
     "mmsa-fet": lambda p, obj, nf, o: (
-        read_mmsa_fet(p, nonfinite=nf, **o) if obj is None
-        else _fet_corpus([(p, obj)], p, nonfinite=nf, labels_csv=o.get("labels_csv"), text=o.get("text", "features"),
-                         dataset=o.get("dataset"))),
+        read_mmsa_fet(p, nonfinite=nf, **o)
+        if obj is None
+        else _fet_corpus(
+            [(p, obj)],
+            p,
+            nonfinite=nf,
+            labels_csv=o.get("labels_csv"),
+            text=o.get("text", "features"),
+            dataset=o.get("dataset"),
+        )
+    ),
     "csd": lambda p, obj, nf, o: load_csd_corpus(p, o["features"], o["folds"], words=o.get("words"), nonfinite=nf),
     "mfn-h5": lambda p, obj, nf, o: read_mfn_h5(p, nonfinite=nf),
     "mosi-utterance": lambda p, obj, nf, o: load_mosi_utterance(p, nonfinite=nf, **o),
@@ -1284,8 +1452,9 @@ def _pickle_format(obj: Any, path: Path) -> str:
             return "mmsa-fet"
         nested = [_str_keys(v) for v in top.values() if isinstance(v, Mapping)]
         if nested and all(any(normalise_split(k) for k in v) for v in nested):
-            splits = [_str_keys(s) for v in nested for k, s in v.items()
-                      if normalise_split(k) and isinstance(s, Mapping)]
+            splits = [
+                _str_keys(s) for v in nested for k, s in v.items() if normalise_split(k) and isinstance(s, Mapping)
+            ]
             if splits and set(_LMF_KEYS.values()) <= set(splits[0]):
                 return "lmf"
         raise _unknown(path, f"a pickle dict with keys {sorted(top)[:10]}")

@@ -161,7 +161,7 @@ def make_synthetic(config: SyntheticConfig | None = None, **overrides: object) -
     sizes = {"train": config.n_train, "valid": config.n_valid, "test": config.n_test}
     splits = {
         name: _draw_split(config, world, name, n, np.random.default_rng(seed))
-        for (name, n), seed in zip(sizes.items(), split_seeds)
+        for (name, n), seed in zip(sizes.items(), split_seeds, strict=True)
     }
     spec = spec_from_splits(
         splits,
@@ -200,7 +200,7 @@ class _World:
 
 
 def _draw_split(config: SyntheticConfig, world: _World, name: str, n: int, rng: np.random.Generator) -> Split:
-    z = dict(zip(MODALITIES, rng.standard_normal((len(MODALITIES), n))))
+    z = dict(zip(MODALITIES, rng.standard_normal((len(MODALITIES), n)), strict=True))
     y = sum(w * z[m] for m, w in LINEAR.items()) + sum(w * z[a] * z[b] for (a, b), w in INTERACTIONS.items())
     raters = rng.choice(RATER_COUNTS, size=n)
     labels = (np.round(np.clip(y, -3.0, 3.0) * raters) / raters).astype(np.float32)[:, None]

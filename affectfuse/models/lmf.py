@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..data.batch import Batch
@@ -77,8 +77,13 @@ RECIPES = {
         source="MMSA config_regression.json, LMF/mosei",
     ),
     "sims": Recipe(
-        model=LMFConfig(hidden=Modalities(text=64, audio=16, vision=64), text_out=32,
-                        dropout=Modalities(text=0.2, audio=0.2, vision=0.2), rank=4, factor_lr=5e-4),
+        model=LMFConfig(
+            hidden=Modalities(text=64, audio=16, vision=64),
+            text_out=32,
+            dropout=Modalities(text=0.2, audio=0.2, vision=0.2),
+            rank=4,
+            factor_lr=5e-4,
+        ),
         train=TrainConfig(lr=2e-3, batch_size=64, weight_decay=5e-3, patience=8, max_epochs=100),
         source="MMSA config_regression.json, LMF/sims",
     ),
@@ -88,15 +93,25 @@ RECIPES = {
     "iemocap-sad": _emotion(((8, 4, 128), (0.0, 0.0, 0.0), 5e-4, 3e-3, 4, 64, 2e-3), "LMF repo, IEMOCAP Sad"),
     "iemocap-neutral": _emotion(((32, 8, 64), (0.2, 0.5, 0.2), 3e-3, 5e-4, 16, 16, 2e-3), "LMF repo, IEMOCAP Neutral"),
     "pom": Recipe(
-        model=LMFConfig(hidden=Modalities(text=64, audio=8, vision=8), text_out=32,
-                        dropout=Modalities(text=0.15, audio=0.15, vision=0.15), rank=8, factor_lr=3e-3),
+        model=LMFConfig(
+            hidden=Modalities(text=64, audio=8, vision=8),
+            text_out=32,
+            dropout=Modalities(text=0.15, audio=0.15, vision=0.15),
+            rank=8,
+            factor_lr=3e-3,
+        ),
         train=TrainConfig(lr=3e-3, batch_size=64, weight_decay=2e-3, patience=20, max_epochs=200),
         source="the LMF repo publishes no best POM row; best validation MAE of 16 random draws (seed 0) from its "
         "train_pom.py grid on the MFN POM release (audio+video), one training seed each, selection on validation only",
     ),
     "synthetic": Recipe(
-        model=LMFConfig(hidden=Modalities(text=32, audio=16, vision=16), text_out=16,
-                        dropout=Modalities(text=0.1, audio=0.1, vision=0.1), rank=8, factor_lr=2e-3),
+        model=LMFConfig(
+            hidden=Modalities(text=32, audio=16, vision=16),
+            text_out=16,
+            dropout=Modalities(text=0.1, audio=0.1, vision=0.1),
+            rank=8,
+            factor_lr=2e-3,
+        ),
         train=TrainConfig(lr=2e-3, batch_size=32, patience=6, max_epochs=25),
         source="affectfuse: sized for the built-in synthetic corpus",
     ),

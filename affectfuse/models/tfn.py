@@ -94,8 +94,13 @@ RECIPES = {
         source="no published TFN POM setting; mid-grid values of the LMF repo's POM search (train_pom.py)",
     ),
     "synthetic": Recipe(
-        model=TFNConfig(hidden=Modalities(text=32, audio=16, vision=16), text_out=16, post_fusion_dim=32,
-                        dropout=Modalities(text=0.1, audio=0.1, vision=0.1), post_fusion_dropout=0.1),
+        model=TFNConfig(
+            hidden=Modalities(text=32, audio=16, vision=16),
+            text_out=16,
+            post_fusion_dim=32,
+            dropout=Modalities(text=0.1, audio=0.1, vision=0.1),
+            post_fusion_dropout=0.1,
+        ),
         train=TrainConfig(lr=2e-3, batch_size=32, patience=6, max_epochs=25),
         source="affectfuse: sized for the built-in synthetic corpus (trains in about a minute on 2 CPU cores)",
     ),

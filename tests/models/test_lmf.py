@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from affectfuse.config import TrainConfig
 from affectfuse.models.lmf import LMF
 from affectfuse.models.tfn import tensor_fusion
 from affectfuse.registry import create_model
-from affectfuse.config import TrainConfig
 
 from ..conftest import SPECS, TINY, make_batch
 

@@ -1,0 +1,85 @@
+"""Shared blocks: SDPA attention against a plain reference computation; masks; positions; pooling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from affectfuse.layers import (
+    MultiHeadAttention,
+    TransformerEncoder,
+    front_align,
+    masked_mean,
+    sinusoidal_positions,
+)
+
+
+def reference_attention(layer: MultiHeadAttention, x, context, key_mask=None, causal=False):
+    b, tq, d = x.shape
+    h = layer.heads
+    q = layer.to_q(x).view(b, tq, h, -1).transpose(1, 2)
+    k, v = layer.to_kv(context).view(b, context.shape[1], 2, h, -1).permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)  # (B, h, Tq, Tk)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], -math.inf)
+    if causal:
+        tk = context.shape[1]
+        scores = scores.masked_fill(~torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq), -math.inf)
+    y = scores.softmax(-1) @ v
+    return layer.out(y.transpose(1, 2).reshape(b, tq, d))
+
+
+def test_attention_matches_reference_with_masks_and_causality():
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(8, 2, context_dim=6).eval()
+    x, c = torch.randn(3, 4, 8), torch.randn(3, 7, 6)
+    key_mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4, [True] * 5 + [False] * 2])
+    torch.testing.assert_close(layer(x, c, key_mask=key_mask), reference_attention(layer, x, c, key_mask))
+    torch.testing.assert_close(layer(x, c, causal=True), reference_attention(layer, x, c, causal=True))
+
+
+def test_attention_to_an_empty_modality_is_zero_not_nan():
+    layer = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(2, 3, 8)
+    out = layer(x, key_mask=torch.tensor([[True, True, False], [False, False, False]]))
+    assert torch.isfinite(out).all() and (out[1] == 0).all() and (out[0] != 0).any()
+
+
+def test_attention_width_must_divide_heads():
+    with pytest.raises(ValueError, match="width 10 is not divisible by 3 heads"):
+        MultiHeadAttention(10, 3)
+
+
+def test_cross_modal_encoder_attends_target_to_source():
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(8, 2, 2, cross=True).eval()
+    target, source = torch.randn(2, 5, 8), torch.randn(2, 9, 8)
+    out = encoder(target, context=source)
+    assert out.shape == (2, 5, 8)  # one output per target step
+    changed = source.clone()
+    changed[:, 3] = torch.randn(2, 8)  # (a constant shift would vanish in the LayerNorm)
+    assert not torch.allclose(encoder(target, context=changed), out)  # reads the source ...
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[:, 3] = False
+    torch.testing.assert_close(
+        encoder(target, context=changed, context_mask=mask), encoder(target, context=source, context_mask=mask)
+    )  # ... but never masked steps
+
+
+def test_sinusoidal_positions_layout():
+    table = sinusoidal_positions(5, 6)
+    assert table.shape == (5, 6)
+    torch.testing.assert_close(table[0], torch.tensor([0.0, 0, 0, 1, 1, 1]))
+    assert sinusoidal_positions(3, 7)[:, -1].abs().sum() == 0
+
+
+def test_masked_mean_and_front_align():
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[0.0], [5.0], [7.0]]])
+    mask = torch.tensor([[True, True, False], [False, True, True]])
+    torch.testing.assert_close(masked_mean(x, mask), torch.tensor([[2.0], [6.0]]))
+    assert masked_mean(x, torch.zeros_like(mask)).abs().sum() == 0  # a missing modality pools to zeros
+    aligned, lengths = front_align(x, mask)
+    torch.testing.assert_close(aligned[1, :2], torch.tensor([[5.0], [7.0]]))
+    assert lengths.tolist() == [2, 2]
