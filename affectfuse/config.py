@@ -122,8 +122,17 @@ class TrainConfig:
     monitor: str = "auto"
     """Validation metric used for early stopping and model selection; `auto`: the metric family's default
     (`mae` for MOSI/SIMS/traits, `f1` for IEMOCAP). Direction comes from the metric itself."""
+    optimizer: Literal["adam", "adamw"] = "adam"
+    """Adam (coupled L2 weight decay, as MMSA-family code) or AdamW (decoupled, as SFT)."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
+    grad_clip_value: float = 0.0
+    """Clip every gradient element to [-v, v] (DMD's clip_grad_value_ 0.6, MMSA MulT's 0.8); 0 disables it."""
+    accumulate: int = 1
+    """Optimiser step every N batches, gradients summed in between (EMT-DLFR 4, DMD 10; the loss is not divided)."""
+    plateau_patience: int = 0
+    """ReduceLROnPlateau on the monitored validation metric after this many bad epochs; 0 disables the scheduler."""
+    plateau_factor: float = 0.1
     seed: int = 1111
     device: str = "auto"
     """`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available)."""

@@ -95,11 +95,16 @@ def fit(
     suite = metrics_for(model.spec)
     monitor = suite.default_monitor if train.monitor == "auto" else train.monitor
     model.to(device)
-    optimizer = torch.optim.Adam(model.param_groups(train), lr=train.lr, weight_decay=train.weight_decay)
-    check_param_groups(model, optimizer)
+    optimizer = build_optimizer(model, train)
     train_loader = BatchLoader(train_split, batch_size=train.batch_size, shuffle=True, seed=train.seed)
     valid_loader = BatchLoader(valid_split, batch_size=max(train.batch_size, 256))
     stopper = EarlyStopping(patience=train.patience, higher_is_better=suite.higher_is_better(monitor))
+    scheduler = None
+    if train.plateau_patience > 0:
+        mode = "max" if suite.higher_is_better(monitor) else "min"
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience
+        )
     out = Path(out_dir) if out_dir is not None else None
     log_path = out / "log.jsonl" if out else None
     if log_path:
@@ -110,18 +115,7 @@ def fit(
     epochs = tqdm(range(train.max_epochs), desc=f"{model.model_name}", unit="epoch", disable=not progress, leave=False)
     for epoch in epochs:
         start = time.perf_counter()
-        model.train()
-        sums: dict[str, torch.Tensor] = {}
-        for batch in train_loader:
-            losses = model.loss(batch.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            if train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
-            for name, value in {"total": losses.total.detach(), **losses.terms}.items():
-                sums[name] = sums.get(name, 0) + value.detach() * len(batch)  # summed on device: no sync per step
-        train_terms = {k: float(v) / len(train_split) for k, v in sums.items()}
+        train_terms = train_epoch(model, train_loader, optimizer, train, device)
         if not math.isfinite(train_terms["total"]):
             raise FloatingPointError(
                 f"{model.model_name}: training loss became {train_terms['total']} in epoch {epoch}; "
@@ -129,6 +123,8 @@ def fit(
             )
         valid = evaluate(model, valid_loader, suite=suite)
         improved = stopper.step(valid[monitor])
+        if scheduler is not None and math.isfinite(valid[monitor]):
+            scheduler.step(valid[monitor])
         record = {
             "epoch": epoch,
             "train": train_terms,
@@ -159,6 +155,41 @@ def fit(
         history=history,
         checkpoint=out / "best.pt" if out else None,
     )
+
+
+def build_optimizer(model: Any, train: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser over `model.param_groups(train)`; refuses groups that skip or repeat a parameter."""
+    if train.accumulate < 1:
+        raise ValueError(f"accumulate must be >= 1, got {train.accumulate}")
+    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer]
+    optimizer = optimizer_class(model.param_groups(train), lr=train.lr, weight_decay=train.weight_decay)
+    check_param_groups(model, optimizer)
+    return optimizer
+
+
+def train_epoch(
+    model: Any, loader: BatchLoader, optimizer: torch.optim.Optimizer, train: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """One pass over `loader`; returns every loss term averaged over samples."""
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(loader, start=1):
+        losses = model.loss(batch.to(device))
+        losses.total.backward()
+        for name, value in {"total": losses.total, **losses.terms}.items():
+            sums[name] = sums.get(name, 0) + value.detach() * len(batch)  # summed on device: no sync per step
+        count += len(batch)
+        if step % train.accumulate and step != len(loader):
+            continue  # accumulate gradients over `accumulate` batches, as the official EMT-DLFR/DMD code does
+        if train.grad_clip_value > 0:
+            torch.nn.utils.clip_grad_value_(model.parameters(), train.grad_clip_value)
+        if train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {k: float(v) / count for k, v in sums.items()}
 
 
 def check_param_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -145,3 +146,35 @@ def test_checkpoint_write_is_atomic_under_a_crash(corpus, tmp_path, monkeypatch)
         save_checkpoint(path, model)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left behind
+
+
+def test_gradient_accumulation_sums_gradients_over_batches(corpus):
+    """accumulate=4 over four batches makes one optimiser step instead of four."""
+    torch.manual_seed(0)
+    a = tiny("lmf", corpus)
+    b = copy.deepcopy(a)
+    train_split = corpus.split("train").subset(range(32))
+    settings = dict(lr=1e-2, batch_size=8, max_epochs=1, patience=5, optimizer="adamw", weight_decay=0.0)
+    fit(a, train_split, corpus.split("valid"), TrainConfig(**settings, accumulate=4), progress=False)
+    fit(b, train_split, corpus.split("valid"), TrainConfig(**settings, accumulate=1), progress=False)
+    # one optimiser step versus four: the weights must differ, and the accumulated run moved less far
+    start = tiny("lmf", corpus)
+    moved_a = sum((p - q).abs().sum() for p, q in zip(a.parameters(), start.parameters(), strict=True))
+    moved_b = sum((p - q).abs().sum() for p, q in zip(b.parameters(), start.parameters(), strict=True))
+    assert 0 < moved_a < moved_b
+
+
+def test_plateau_scheduler_lowers_the_learning_rate(corpus, monkeypatch):
+    scores = iter([0.9, 1.0, 1.0, 1.0, 1.0, 1.0])
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {"mae": next(scores), "corr": 0.0})
+    seen = []
+    original = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[-1]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    train = TrainConfig(lr=1e-2, batch_size=48, max_epochs=5, patience=10, plateau_patience=1, plateau_factor=0.5)
+    fit(tiny("tfn", corpus), corpus.split("train"), corpus.split("valid"), train, progress=False)
+    assert seen[0] == 1e-2 and seen[-1] < 1e-2
