@@ -164,7 +164,10 @@ def replace_nested(obj: Any, overrides: dict[str, Any], *, what: str) -> Any:
         if rest:
             grouped.setdefault(head, {})[rest] = value
         else:
-            direct[head] = _coerce(value, hints.get(head, Any), f"{what}.{head}")
+            annotation = hints.get(head, Any)
+            if isinstance(annotation, TypeVar) or annotation is Any:  # e.g. the T of Modalities[int]
+                annotation = type(getattr(obj, head))
+            direct[head] = _coerce(value, annotation, f"{what}.{head}")
     for head, sub in grouped.items():
         current = getattr(obj, head)
         if not dataclasses.is_dataclass(current):

@@ -112,3 +112,29 @@ def test_synthetic_corpus_written_in_mmsa_layout_reads_back_and_trains(tmp_path,
         main(["train", "--model", "lmf", "--data", str(path), "--out", str(tmp_path / "r"), "--json", *TINY_SET]) == 0
     )
     assert json.loads(capsys.readouterr().out)["test"]["lmf"]["mae"]["mean"] > 0
+
+
+def test_every_set_override_reaches_the_saved_config(tmp_path, capsys):
+    argv = [
+        "train",
+        "--model",
+        "lmf",
+        "--data",
+        DATA,
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        *TINY_SET,
+        "--set",
+        "rank=2",
+        "--set",
+        "dropout.audio=0.25",
+        "--set",
+        "train.batch_size=7",
+    ]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "lmf" / "seed1111" / "result.json").read_text())
+    config, train = result["config"], result["train"]
+    assert config["hidden"] == {"text": 4, "audio": 4, "vision": 4} and config["text_out"] == 3
+    assert config["rank"] == 2 and config["dropout"]["audio"] == 0.25
+    assert train["batch_size"] == 7 and train["max_epochs"] == 2
