@@ -19,6 +19,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY: dict[str, dict] = {
     "tfn": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "post_fusion_dim": 8},
     "lmf": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "rank": 3},
+    "mult": {"dim": 8, "heads": 2, "layers": 1},
 }
 
 DIMS = {"text": 7, "audio": 5, "vision": 6}
