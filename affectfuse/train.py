@@ -112,7 +112,13 @@ def fit(
         log_path.write_text("")
 
     best_state, best_epoch, best_valid, history = None, -1, {}, []
-    epochs = tqdm(range(train.max_epochs), desc=f"{model.model_name}", unit="epoch", disable=not progress, leave=False)
+    epochs = tqdm(
+        range(train.max_epochs),
+        desc=f"{model.model_name} seed {train.seed}",
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
     for epoch in epochs:
         start = time.perf_counter()
         train_terms = train_epoch(model, train_loader, optimizer, train, device)
