@@ -140,18 +140,22 @@ class MultiHeadAttention(nn.Module):
         q = self.to_q(x).view(b, tq, self.heads, -1).transpose(1, 2)  # (B, h, Tq, d/h)
         k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
         mask = None
-        empty = None
         if key_mask is not None:
-            empty = ~key_mask.any(1)  # (B,) samples with no real key
-            mask = (key_mask | empty[:, None])[:, None, None, :]  # (B, 1, 1, Tk); all-padding rows attend to zeros
+            mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
         if causal:
-            future = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)  # (Tq, Tk)
+            future = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)[None, None]  # (1, 1, Tq, Tk)
             mask = future if mask is None else mask & future
+        blind = None
+        if mask is not None:
+            # A query that may see no key at all (a missing modality, or a causal window before a shorter source
+            # begins) would get NaN from the softmax; it attends everywhere instead and its output is zeroed.
+            blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
+            mask = mask | blind
         y = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        )  # (B, h, Tq, d/h)
         y = self.out(y.transpose(1, 2).reshape(b, tq, d))  # (B, Tq, D)
-        return y if empty is None else y.masked_fill(empty[:, None, None], 0.0)
+        return y if blind is None else y.masked_fill(blind[:, 0], 0.0)
 
 
 class FeedForward(nn.Module):

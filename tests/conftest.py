@@ -20,6 +20,7 @@ TINY: dict[str, dict] = {
     "tfn": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "post_fusion_dim": 8},
     "lmf": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "rank": 3},
     "mult": {"dim": 8, "heads": 2, "layers": 1},
+    "sft": {"dim": 8, "heads": 2, "n_layers_post_fusion": 1, "pool_kernel": Modalities(text=2, audio=3, vision=4)},
 }
 
 DIMS = {"text": 7, "audio": 5, "vision": 6}

@@ -83,3 +83,11 @@ def test_masked_mean_and_front_align():
     aligned, lengths = front_align(x, mask)
     torch.testing.assert_close(aligned[1, :2], torch.tensor([[5.0], [7.0]]))
     assert lengths.tolist() == [2, 2]
+
+
+def test_causal_attention_to_a_shorter_source_has_no_nan():
+    layer = MultiHeadAttention(8, 2).eval()
+    x, c = torch.randn(2, 6, 8), torch.randn(2, 3, 8)
+    out = layer(x, c, causal=True)  # the first 3 queries see no key under the end-aligned future mask
+    assert torch.isfinite(out).all() and (out[:, :3] == 0).all() and (out[:, 3:] != 0).any()
+    torch.testing.assert_close(out[:, 3:], reference_attention(layer, x, c, causal=True)[:, 3:])
