@@ -68,7 +68,7 @@ class TrainArgs:
     seeds: int = 0
     """Shorthand: run this many consecutive seeds starting at the first --seed."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Config overrides KEY=VALUE, one per --set: model fields (`rank=8`, `hidden.audio=16`) or `train.FIELD` (`train.lr=1e-3`)."""
+    """Config overrides KEY=VALUE, one per --set: model fields (`rank=8`, `hidden.audio=16`) or `train.lr=1e-3`."""
     out: Path = Path("runs")
     """Output folder: <out>/<model>/seed<N>/{best.pt, log.jsonl, test_predictions.csv, result.json}, summary.json."""
     device: str = ""
