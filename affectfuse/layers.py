@@ -29,6 +29,13 @@ def front_align(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return x, mask.sum(1)
 
 
+def last_real_step(x: Tensor, mask: Tensor) -> Tensor:
+    """The last real step of each front-aligned sequence, (B, T, D) -> (B, D); zeros where there is none."""
+    lengths = mask.sum(1)  # (B,)
+    index = (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, x.shape[-1])
+    return x.gather(1, index)[:, 0] * (lengths > 0)[:, None].to(x.dtype)
+
+
 class SubNet(nn.Module):
     """The utterance-level audio/vision sub-network of TFN and LMF: BatchNorm -> Dropout -> 3 x (Linear -> ReLU)."""
 

@@ -97,7 +97,7 @@ from torch import Tensor, nn
 
 from ..config import MODALITIES, InputSpec, Modalities, Recipe, TrainConfig
 from ..data.batch import Batch
-from ..layers import TransformerEncoder, front_align
+from ..layers import TransformerEncoder, front_align, last_real_step
 from ..registry import register_model
 from ..text_encoder import TextEncoder
 from .base import FusionModel, Losses, Output, task_loss
@@ -273,13 +273,6 @@ class Projection(nn.Module):
         kept = torch.where(lengths > 0, (lengths - self.kernel + 1).clamp_min(1), 0)  # (B,)
         out_mask = torch.arange(y.shape[1], device=y.device) < kept[:, None]
         return y * out_mask.unsqueeze(-1).to(y.dtype), out_mask
-
-
-def last_real_step(x: Tensor, mask: Tensor) -> Tensor:
-    """The last real step of each front-aligned sequence, (B, T, D) -> (B, D); zeros where there is none."""
-    lengths = mask.sum(1)  # (B,)
-    index = (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, x.shape[-1])
-    return x.gather(1, index)[:, 0] * (lengths > 0)[:, None].to(x.dtype)
 
 
 def flatten_steps(x: Tensor, mask: Tensor, steps: int) -> Tensor:

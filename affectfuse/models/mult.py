@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..data.batch import Batch
-from ..layers import TransformerEncoder, front_align
+from ..layers import TransformerEncoder, front_align, last_real_step
 from ..registry import register_model
 from ..text_encoder import TextEncoder
 from .base import FusionModel, Output
@@ -240,13 +240,6 @@ class TemporalConv(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, T, d)
         x = (x * mask.unsqueeze(-1).to(x.dtype)).transpose(1, 2)  # (B, D_in, T)
         return self.conv(F.pad(x, (0, self.kernel - 1))).transpose(1, 2)
-
-
-def last_real_step(x: Tensor, mask: Tensor) -> Tensor:
-    """The last real step of each front-aligned sequence, (B, T, D) -> (B, D); zeros where there is none."""
-    lengths = mask.sum(1)  # (B,)
-    index = (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, x.shape[-1])
-    return x.gather(1, index)[:, 0] * (lengths > 0)[:, None].to(x.dtype)
 
 
 @register_model("mult", config=MulTConfig, recipes=RECIPES)
