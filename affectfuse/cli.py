@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         prog = f"affectfuse {command}"
     else:
         print(
-            f"affectfuse: unknown command {command!r}; commands: models, data inspect, train, evaluate", file=sys.stderr
+            f"affectfuse: unknown command {command!r}; commands: data inspect, data write, {', '.join(COMMANDS)}",
+            file=sys.stderr,
         )
         return 2
     args = tyro.cli(spec, args=rest, prog=prog)
