@@ -197,10 +197,14 @@ RECIPES = {
             encoder_lr=Modalities(text=2e-3, audio=2e-3, vision=2e-3),
             encoder_weight_decay=Modalities(text=0.0, audio=0.0, vision=0.0),
             missing_rate=0.2,
+            attraction_weight=0.1,
+            reconstruction_weight=0.1,
         ),
-        train=TrainConfig(lr=2e-3, batch_size=64, patience=6, max_epochs=20),
-        source="affectfuse: sized for the built-in synthetic corpus (trains in about 30 s on 2 CPU cores); missing "
-        "rate 0.2 chosen over 0.5 on validation MAE (0.406 vs 0.452, seed 1111)",
+        train=TrainConfig(lr=2e-3, batch_size=64, patience=6, max_epochs=40),
+        source="affectfuse: sized for the built-in synthetic corpus (trains in about 1 min on 2 CPU cores); missing "
+        "rate 0.2 chosen over 0.5 on validation MAE (0.406 vs 0.452, seed 1111); λ_attra = λ_recon = 0.1 chosen "
+        "over 1 and 0 on validation MAE with every split dropped at rate 0.5 (0.529 vs 0.571 vs 0.557, seeds "
+        "1111-1112): at weight 1 the auxiliary terms crowd out the task in a D = 16 model",
     ),
 }
 

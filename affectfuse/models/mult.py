@@ -78,8 +78,9 @@ class MulTConfig:
     embed_dropout: float = 0.25
     """Dropout after the scaled input plus positions, at the entry of every transformer."""
     attn_dropout: Modalities[float] = Modalities(text=0.1, audio=0.0, vision=0.0)
-    """Attention dropout of the crossmodal transformers into each *target* modality (Table 5's "crossmodal attention
-    block dropout" is the text one, as MMSA and EMT-DLFR read it)."""
+    """Attention dropout of the crossmodal transformers whose *source* (keys, values) is each modality, as the
+    official `get_network` keys it: CM_{A→L} (`trans_l_with_a`) uses `attn_dropout_a`, CM_{L→A} the text value.
+    Table 5's "crossmodal attention block dropout" is the text one, as MMSA and EMT-DLFR read it."""
     self_attn_dropout: float = 0.1
     """Attention dropout of the self-attention transformers (the official code reuses the text value)."""
     relu_dropout: float = 0.1
@@ -265,7 +266,7 @@ class MulT(FusionModel):
                     config.layers,
                     cross=True,
                     embed_dropout=config.embed_dropout,
-                    attn_dropout=config.attn_dropout[t],
+                    attn_dropout=config.attn_dropout[s],
                     relu_dropout=config.relu_dropout,
                     res_dropout=config.res_dropout,
                     causal=config.causal,

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from affectfuse.config import InputSpec
+from affectfuse.config import InputSpec, Modalities
 from affectfuse.data.batch import Batch
 from affectfuse.models.mult import RECIPES, TemporalConv
 from affectfuse.registry import create_model
@@ -62,6 +62,14 @@ def test_two_modalities_give_two_directional_pairs():
     assert {m: x.shape[-1] for m, x in z.items()} == {"audio": model.config.dim, "vision": model.config.dim}
     prediction = model(make_batch(spec, 3)).prediction
     assert prediction.shape == (3, 3) and torch.isfinite(prediction).all()
+
+
+def test_attention_dropout_is_keyed_by_the_source_modality_as_the_official_get_network():
+    model = build(SPECS["sentiment"], attn_dropout=Modalities(text=0.3, audio=0.1, vision=0.0))
+    rates = {name: {layer.attn.dropout for layer in cm.layers} for name, cm in model.crossmodal.items()}
+    assert rates["text_to_audio"] == rates["text_to_vision"] == {0.3}  # official trans_a_with_l: attn_dropout
+    assert rates["audio_to_text"] == rates["audio_to_vision"] == {0.1}  # trans_l_with_a: attn_dropout_a
+    assert rates["vision_to_text"] == rates["vision_to_audio"] == {0.0}
 
 
 def test_one_modality_is_a_clear_error():
