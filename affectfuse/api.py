@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,20 @@ from .evaluate import predict
 from .io import atomic_write, write_json
 from .metrics import aggregate, metrics_for
 from .registry import create_model, default_recipe, get_entry, make_config
-from .train import fit, seed_everything
+from .train import fit, is_main_process, seed_everything
 
 
-def resolve_recipe(model_name: str, corpus: Corpus, recipe: str | None = "auto") -> tuple[str, Recipe[Any]]:
+def resolve_recipe(
+    model_name: str, corpus: Corpus, recipe: str | Recipe[Any] | None = "auto"
+) -> tuple[str, Recipe[Any]]:
     """The recipe to start from: an explicit dataset name, or with "auto" the corpus's own (``mosi-utterance`` uses
-    ``mosi``), else the model's defaults. Returns (recipe name, recipe)."""
+    ``mosi``), else the model's defaults; a `Recipe` (e.g. from a recipe file) is used as it is.
+    Returns (recipe name, recipe)."""
     entry = get_entry(model_name)
+    if isinstance(recipe, Recipe):
+        if not isinstance(recipe.model, entry.config):
+            raise ValueError(f"the recipe holds a {type(recipe.model).__name__}, not a config of {model_name!r}")
+        return "file", recipe
     if recipe in (None, "", "none", "default"):
         return "default", default_recipe(model_name)
     if recipe != "auto":
@@ -56,15 +64,17 @@ def train_model(
     corpus: Corpus,
     *,
     seed: int = 1111,
-    recipe: str | None = "auto",
+    recipe: str | Recipe[Any] | None = "auto",
     overrides: dict[str, Any] | None = None,
     out_dir: Path | str | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train one model with one seed; select on validation; touch the test split once, with the selected weights.
 
     `overrides` are dotted config keys: model fields (``rank``, ``hidden.audio``) or training fields prefixed with
     ``train.`` (``train.lr``). With `out_dir`, writes best.pt, log.jsonl, test_predictions.csv and result.json there.
+    `recipe` may be a `Recipe` (e.g. from `tune.load_recipe_file`); `on_epoch` goes to `fit` (TensorBoard, pruning).
     """
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
     model_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("train.")}
@@ -74,7 +84,10 @@ def train_model(
     start = time.perf_counter()
     seed_everything(seed)
     model = create_model(model_name, corpus.spec, config)
-    result = fit(model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress)
+    result = fit(
+        model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress,
+        on_epoch=on_epoch,
+    )
     ids, predictions, labels = predict(model, corpus.split("test"))
     test = metrics_for(corpus.spec).compute(predictions, labels)
     run = RunResult(
@@ -88,7 +101,7 @@ def train_model(
         seconds=round(time.perf_counter() - start, 2),
         out_dir=str(out_dir) if out_dir is not None else None,
     )
-    if out_dir is not None:
+    if out_dir is not None and is_main_process():  # under torchrun only rank 0 writes
         out = Path(out_dir)
         save_checkpoint(
             out / "best.pt",

@@ -6,6 +6,17 @@ affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the M
 affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
                  [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--json]
 affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
+affectfuse run EXPERIMENT.toml [--out DIR] [--workers N] [--ray ADDRESS|local] [--tensorboard] [--report-only]
+               (grid of models x data x settings x seeds; resumable; SQLite store, tables, plots)
+affectfuse tune --model NAME --data SPEC [--trials 10] [--set KEY=VALUE ...] [--out DIR]   (Optuna; writes recipe.json)
+affectfuse train ... --recipe-file recipe.json   (start from a tuned recipe)
+affectfuse profile --model NAME [NAME ...]|--all [--shape mosi|mosei|sims|iemocap|T_l,T_a,T_v] [--batch B]
+                   [--device cpu|cuda] [--precision fp32|bf16|fp16] [--compile] [--json]
+affectfuse sweep --model NAME [NAME ...] --data SPEC [--rates 0:1:0.1] [--seeds K] [--protocol test-only|train-and-test]
+                 [--missing feature|modality] [--quick] [--out DIR]   (robustness to missing features, resumable)
+affectfuse extract CLIP|FOLDER --out DATASET.pkl [--labels CSV] [--transcripts CSV] [--words CSV|CSD]
+                   [--aligned] [--workers N] [--json]
+affectfuse predict CLIP --checkpoint CKPT [--transcript TEXT] [--json]
 """
 
 from __future__ import annotations
@@ -20,7 +31,12 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from . import models as _models  # noqa: F401  (registers the methods)
+from .experiments.cli import RunArgs, cmd_run
+from .extract.cli import ExtractArgs, PredictArgs, cmd_extract, cmd_predict
+from .profile import ProfileArgs, cmd_profile
 from .registry import get_entry, list_models
+from .sweep import SweepArgs, cmd_sweep
+from .tune import TuneArgs, cmd_tune
 
 Positional = tyro.conf.Positional
 
@@ -63,6 +79,8 @@ class TrainArgs:
     """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
     recipe: str = "auto"
     """Dataset whose paper recipe to start from (`mosi`, `pom`, ...); `auto`: the corpus's own; `default`: none."""
+    recipe_file: Path | None = None
+    """A recipe file (e.g. written by `affectfuse tune`) to start from instead of --recipe."""
     seed: tuple[int, ...] = (1111,)
     """Seeds to run (MMSA reports 1111-1115)."""
     seeds: int = 0
@@ -169,14 +187,26 @@ def cmd_train(args: TrainArgs) -> None:
         overrides["train.device"] = args.device
     seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
     corpus = load_data(args.data, nonfinite=args.nonfinite)
+    recipe: Any = args.recipe
+    if args.recipe_file is not None:
+        from .tune import load_recipe_file
+
+        recipe_model, recipe = load_recipe_file(args.recipe_file)
+        if list(args.model) != [recipe_model]:
+            raise ValueError(f"recipe file {args.recipe_file} is for model {recipe_model!r}; got --model {args.model}")
     results = train_many(
         list(args.model),
         corpus,
         seeds=seeds,
         out_dir=args.out,
+        recipe=recipe,
         overrides=overrides,
         progress=not (args.quiet or args.json),
     )
+    from .train import is_main_process
+
+    if not is_main_process():
+        return  # under torchrun every process trained together; rank 0 reports
     summary = summarise(results)
     payload = {
         "data": corpus.source or args.data,
@@ -235,6 +265,12 @@ COMMANDS = {
     "models": (ModelsArgs, cmd_models),
     "train": (TrainArgs, cmd_train),
     "evaluate": (EvaluateArgs, cmd_evaluate),
+    "run": (RunArgs, cmd_run),
+    "tune": (TuneArgs, cmd_tune),
+    "profile": (ProfileArgs, cmd_profile),
+    "extract": (ExtractArgs, cmd_extract),
+    "predict": (PredictArgs, cmd_predict),
+    "sweep": (SweepArgs, cmd_sweep),
 }
 USAGE = __doc__ or ""
 

@@ -130,6 +130,9 @@ class TrainConfig:
     """Clip every gradient element to [-v, v] (DMD's clip_grad_value_ 0.6, MMSA MulT's 0.8); 0 disables it."""
     accumulate: int = 1
     """Optimiser step every N batches, gradients summed in between (EMT-DLFR 4, DMD 10; the loss is not divided)."""
+    bucket: int = 0
+    """Length-bucketed training batches: sort each pool of this many batches by sample length before batching
+    (less padding on unaligned data, `data.corpus.BatchLoader`); 0 keeps plain random batches."""
     plateau_patience: int = 0
     """ReduceLROnPlateau on the monitored validation metric after this many bad epochs; 0 disables the scheduler."""
     plateau_factor: float = 0.1

@@ -110,6 +110,95 @@ def sinusoidal_positions(length: int, dim: int, *, device: torch.device | None =
     return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
 
 
+CHUNK_ELEMENTS = 1 << 18
+"""Attention scores per chunk of the chunked kernel (1 MiB of float32: one 500 x 500 head stays in cache)."""
+
+
+def use_chunked_dropout_attention(q: Tensor) -> bool:
+    """The chunked kernel serves training with attention dropout on CPU in float32, outside autocast and compile.
+
+    On CPU, `scaled_dot_product_attention` with dropout falls back to its unfused math path, which writes the
+    (B, h, Tq, Tk) scores, probabilities, dropout noise and mask to memory; at MOSEI lengths that was most of MulT's
+    training step (benchmarks/RESULTS.md). The chunks are a Python loop over (sample, head group) on purpose: each
+    iteration's scores fit in cache. CUDA's fused kernels support dropout natively.
+    """
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def chunked_dropout_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) with dropout, times v: (B, h, Tq, d), (B, h, Tk, d) -> (B, h, Tq, d_v).
+
+    `mask` is a boolean mask broadcastable to (B, h, Tq, Tk), True where a query may attend; every query must see at
+    least one key. Same result as `scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)` in
+    distribution (another random stream).
+    """
+    shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    bias = torch.zeros((1, 1, 1, 1), dtype=q.dtype, device=q.device)
+    if mask is not None:
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+    return _ChunkedDropoutAttention.apply(q, k, v, bias.expand(shape), dropout)
+
+
+class _ChunkedDropoutAttention(torch.autograd.Function):
+    """Attention with dropout computed a few heads at a time, so scores never leave the cache, flash-style: the
+    backward pass recomputes the probabilities and keeps only the dropout mask (1 byte per score)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout: float) -> Tensor:  # noqa: ANN001
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # per-head slices then need no copy in bmm
+        batch, heads, tq, dim = q.shape
+        tk = k.shape[2]
+        chunk = max(1, min(heads, CHUNK_ELEMENTS // (tq * tk)))
+        out = q.new_empty(batch, heads, tq, v.shape[-1])
+        # The kept-mask as uint8, 1 byte per score: uint8 <-> float conversions are an order of magnitude cheaper
+        # on CPU than bool ones or masked_fill, and a float mask would take 4 bytes.
+        keep = torch.empty(batch, heads, tq, tk, dtype=torch.uint8, device=q.device)
+        noise = q.new_empty(chunk, tq, tk)
+        for b in range(batch):
+            for h in range(0, heads, chunk):
+                part = (b, slice(h, h + chunk))
+                p = torch.baddbmm(bias[part], q[part], k[part].transpose(1, 2), alpha=dim**-0.5)
+                torch.softmax(p, -1, out=p)
+                if dropout > 0:
+                    kept = noise[: p.shape[0]].uniform_().ge_(dropout)  # 1.0 where kept, 0.0 where dropped
+                    keep[part].copy_(kept)
+                    p.mul_(kept)
+                torch.bmm(p, v[part], out=out[part])
+        ctx.save_for_backward(q, k, v, bias, keep)
+        ctx.dropout = dropout
+        return out.mul_(1.0 / (1.0 - dropout))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        q, k, v, bias, keep = ctx.saved_tensors
+        batch, heads, tq, dim = q.shape
+        tk = k.shape[2]
+        chunk = max(1, min(heads, CHUNK_ELEMENTS // (tq * tk)))
+        grad = grad * (1.0 / (1.0 - ctx.dropout))
+        dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+        kept = q.new_empty(chunk, tq, tk)
+        for b in range(batch):
+            for h in range(0, heads, chunk):
+                part = (b, slice(h, h + chunk))
+                p = torch.baddbmm(bias[part], q[part], k[part].transpose(1, 2), alpha=dim**-0.5)
+                torch.softmax(p, -1, out=p)
+                dropped_p, dp = p, torch.bmm(grad[part], v[part].transpose(1, 2))  # dp: dL/dP after dropout
+                if ctx.dropout > 0:
+                    mask = kept[: p.shape[0]].copy_(keep[part])
+                    dropped_p = p * mask
+                    dp.mul_(mask)  # dL/dP, dropout undone
+                torch.bmm(dropped_p.transpose(1, 2), grad[part], out=dv[part])
+                ds = p.mul_(dp.sub_((dp * p).sum(-1, keepdim=True)))  # softmax backward
+                torch.bmm(ds, k[part], out=dq[part])
+                torch.bmm(ds.transpose(1, 2), q[part], out=dk[part])
+        return dq.mul_(dim**-0.5), dk.mul_(dim**-0.5), dv, None, None
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` (fused kernels where available).
 
@@ -158,9 +247,12 @@ class MultiHeadAttention(nn.Module):
             # begins) would get NaN from the softmax; it attends everywhere instead and its output is zeroed.
             blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
             mask = mask | blind
-        y = nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, h, Tq, d/h)
+        dropout = self.dropout if self.training else 0.0
+        if dropout > 0 and use_chunked_dropout_attention(q):
+            y = chunked_dropout_attention(q, k, v, mask, dropout)  # CPU has no fused kernel with dropout
+        else:
+            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        # y: (B, h, Tq, d/h)
         y = self.out(y.transpose(1, 2).reshape(b, tq, d))  # (B, Tq, D)
         return y if blind is None else y.masked_fill(blind[:, 0], 0.0)
 

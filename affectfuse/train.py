@@ -8,11 +8,14 @@ The test split is never seen here: model selection uses validation only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
+from .data.batch import Batch
 from .data.corpus import BatchLoader, Split
 from .evaluate import evaluate
 from .metrics import metrics_for
@@ -85,18 +89,44 @@ def fit(
     *,
     out_dir: Path | str | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train `model` on `train_split`, select the epoch with the best validation `train.monitor`.
 
     On return the model holds the best epoch's weights (in eval mode). With `out_dir`, the best checkpoint is kept in
     `out_dir/best.pt` (written atomically on each improvement) and every epoch appends a line to `out_dir/log.jsonl`.
+    `on_epoch` is called with each epoch's log record (for TensorBoard, or Optuna's pruning); an exception it raises
+    stops training and propagates.
+
+    Data-parallel: launched by `torchrun` (WORLD_SIZE > 1), or inside an initialised `torch.distributed` process
+    group, each process trains a `DistributedDataParallel` copy on its share of every global batch of
+    `train.batch_size` samples; gradients are averaged, so the run is the single-process run with that batch size.
+    Every process scores the whole validation split (identical weights, identical early stopping); only rank 0 writes.
     """
+    rank, world_size = init_distributed()
+    if world_size > 1 and train.batch_size < world_size:
+        raise ValueError(f"batch_size {train.batch_size} is smaller than the {world_size} data-parallel processes")
     device = resolve_device(train.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # one GPU per process
     suite = metrics_for(model.spec)
     monitor = suite.default_monitor if train.monitor == "auto" else train.monitor
+    if world_size > 1 and device.type == "cuda":
+        # batch statistics over the global batch, as one process would compute them (SyncBatchNorm is CUDA-only:
+        # on CPU each process normalises by its own share's statistics)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     optimizer = build_optimizer(model, train)
-    train_loader = BatchLoader(train_split, batch_size=train.batch_size, shuffle=True, seed=train.seed)
+    ddp = None
+    if world_size > 1:
+        # DDP hooks gradients through its own forward; _LossForward makes that forward the model's loss.
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            _LossForward(model), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # auxiliary heads (DMD, EMT-DLFR) may skip parameters in some steps
+        )
+    train_loader = BatchLoader(
+        train_split, batch_size=train.batch_size, shuffle=True, seed=train.seed, bucket=train.bucket
+    )
     valid_loader = BatchLoader(valid_split, batch_size=max(train.batch_size, 256))
     stopper = EarlyStopping(patience=train.patience, higher_is_better=suite.higher_is_better(monitor))
     scheduler = None
@@ -105,7 +135,7 @@ def fit(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience
         )
-    out = Path(out_dir) if out_dir is not None else None
+    out = Path(out_dir) if out_dir is not None and rank == 0 else None
     log_path = out / "log.jsonl" if out else None
     if log_path:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +151,7 @@ def fit(
     )
     for epoch in epochs:
         start = time.perf_counter()
-        train_terms = train_epoch(model, train_loader, optimizer, train, device)
+        train_terms = train_epoch(model, train_loader, optimizer, train, device, ddp=ddp)
         if not math.isfinite(train_terms["total"]):
             raise FloatingPointError(
                 f"{model.model_name}: training loss became {train_terms['total']} in epoch {epoch}; "
@@ -142,6 +172,8 @@ def fit(
         if log_path:
             with log_path.open("a") as f:
                 f.write(json.dumps(record, default=float) + "\n")
+        if on_epoch is not None:
+            on_epoch(record)
         if improved:
             best_epoch, best_valid = epoch, valid
             best_state = copy.deepcopy(model.state_dict())
@@ -159,7 +191,53 @@ def fit(
         monitor=monitor,
         valid=best_valid,
         history=history,
-        checkpoint=out / "best.pt" if out else None,
+        checkpoint=Path(out_dir) / "best.pt" if out_dir is not None else None,
+    )
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size): joins the process group `torchrun` describes (WORLD_SIZE > 1) unless one exists already;
+    (0, 1) for a single process. NCCL when CUDA is available, gloo (CPU) otherwise."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """False on every data-parallel process but rank 0 (they must not write results)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class _LossForward(torch.nn.Module):
+    """Makes `model.loss` the forward of the module DistributedDataParallel wraps (DDP syncs gradients of what
+    goes through its forward); returns (total, terms) so DDP can find the tensors that were used."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = self.model.loss(batch)
+        return losses.total, dict(losses.terms)
+
+
+def shard_batch(batch: Batch, rank: int, world_size: int) -> Batch:
+    """This process's contiguous share of a global batch (sizes differ by at most one sample)."""
+    index = torch.tensor_split(torch.arange(len(batch)), world_size)[rank]
+    lo, hi = (int(index[0]), int(index[-1]) + 1) if len(index) else (0, 0)
+    return Batch(
+        features={m: x[lo:hi] for m, x in batch.features.items()},
+        masks={m: x[lo:hi] for m, x in batch.masks.items()},
+        label=batch.label[lo:hi],
+        ids=batch.ids[lo:hi],
     )
 
 
@@ -174,20 +252,40 @@ def build_optimizer(model: Any, train: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train_epoch(
-    model: Any, loader: BatchLoader, optimizer: torch.optim.Optimizer, train: TrainConfig, device: torch.device
+    model: Any,
+    loader: BatchLoader,
+    optimizer: torch.optim.Optimizer,
+    train: TrainConfig,
+    device: torch.device,
+    *,
+    ddp: torch.nn.parallel.DistributedDataParallel | None = None,
 ) -> dict[str, float]:
-    """One pass over `loader`; returns every loss term averaged over samples."""
+    """One pass over `loader`; returns every loss term averaged over samples (over all processes under `ddp`)."""
     model.train()
     sums: dict[str, torch.Tensor] = {}
     count = 0
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(loader, start=1):
-        losses = model.loss(batch.to(device))
-        losses.total.backward()
-        for name, value in {"total": losses.total, **losses.terms}.items():
+        stepping = not (step % train.accumulate and step != len(loader))
+        if ddp is None:
+            losses = model.loss(batch.to(device))
+            total, terms = losses.total, losses.terms
+            total.backward()
+        else:
+            import torch.distributed as dist
+
+            global_size = len(batch)
+            batch = shard_batch(batch, dist.get_rank(), dist.get_world_size())
+            # DDP averages gradients over processes; weighting each share by its size makes that the gradient of
+            # the global batch's mean loss even when the shares differ by a sample.
+            weight = len(batch) * dist.get_world_size() / global_size
+            with contextlib.nullcontext() if stepping else ddp.no_sync():  # all-reduce only before a step
+                total, terms = ddp(batch.to(device))
+                (total * weight).backward()
+        for name, value in {"total": total, **terms}.items():
             sums[name] = sums.get(name, 0) + value.detach() * len(batch)  # summed on device: no sync per step
         count += len(batch)
-        if step % train.accumulate and step != len(loader):
+        if not stepping:
             continue  # accumulate gradients over `accumulate` batches, as the official EMT-DLFR/DMD code does
         if train.grad_clip_value > 0:
             torch.nn.utils.clip_grad_value_(model.parameters(), train.grad_clip_value)
@@ -195,6 +293,14 @@ def train_epoch(
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if ddp is not None:  # the logged loss is the global one, so every process sees (and checks) the same value
+        import torch.distributed as dist
+
+        names = list(sums)
+        packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in names] + [
+            torch.tensor(float(count), dtype=torch.float64, device=device)])
+        dist.all_reduce(packed)
+        sums, count = dict(zip(names, packed[:-1], strict=True)), int(packed[-1])
     return {k: float(v) / count for k, v in sums.items()}
 
 

@@ -128,12 +128,18 @@ class BatchLoader:
     """Iterates a split in mini-batches by slicing pre-collated tensors (no per-sample Python work per step).
 
     Each batch is trimmed to the longest real sequence it contains, so short utterances are not padded to the
-    corpus maximum.
+    corpus maximum. With `bucket > 1` (shuffled loaders only) each epoch's shuffled order is cut into pools of
+    `bucket` batches whose samples are sorted by length before batching, and the batches are shuffled again: batches
+    hold samples of similar lengths, so trimming removes most padding of unaligned data (less compute per epoch),
+    while every sample is still seen once per epoch in a seeded random order.
     """
 
-    def __init__(self, split: Split, *, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(self, split: Split, *, batch_size: int, shuffle: bool = False, seed: int = 0, bucket: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if bucket < 0:
+            raise ValueError(f"bucket must be >= 0 batches per length-sorted pool, got {bucket}")
+        self.bucket = bucket
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -154,8 +160,10 @@ class BatchLoader:
         starts = list(range(0, n, self.batch_size))
         if self.shuffle and len(starts) > 1 and n - starts[-1] == 1:
             starts.pop()  # a training batch of one breaks BatchNorm; fold the last sample into the previous batch
-        for i, start in enumerate(starts):
-            stop = starts[i + 1] if i + 1 < len(starts) else n
+        bounds = [(start, starts[i + 1] if i + 1 < len(starts) else n) for i, start in enumerate(starts)]
+        if self.shuffle and self.bucket > 1:
+            order, bounds = self._bucketed(order, bounds)
+        for start, stop in bounds:
             index = order[start:stop]
             features, masks = {}, {}
             for m, x in self.features.items():
@@ -167,3 +175,20 @@ class BatchLoader:
             yield Batch(
                 features=features, masks=masks, label=self.labels[index], ids=[self.split.ids[i] for i in index]
             )
+
+    def _bucketed(
+        self, order: torch.Tensor, bounds: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Sort each pool of `bucket` consecutive batches by sample length (the longest modality's real steps, then
+        the sum over modalities), keep the batch sizes, and shuffle the batch order."""
+        if not hasattr(self, "_lengths"):
+            per_modality = torch.stack([m.sum(1) for m in self.masks.values()], dim=1)  # (N, M)
+            self._lengths = per_modality.amax(1) * (per_modality.sum(1).max() + 1) + per_modality.sum(1)
+        pieces = []
+        for first in range(0, len(bounds), self.bucket):
+            pool = bounds[first : first + self.bucket]
+            index = order[pool[0][0] : pool[-1][1]]
+            pieces.append(index[torch.sort(self._lengths[index], stable=True).indices])
+        order = torch.cat(pieces)
+        shuffled = torch.randperm(len(bounds), generator=self.generator).tolist()
+        return order, [bounds[i] for i in shuffled]

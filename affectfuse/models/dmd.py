@@ -644,3 +644,13 @@ class DMD(FusionModel):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in text_ids]
         groups = [{"params": rest, "lr": train.lr}]
         return groups + ([{"params": text, "lr": self.config.bert_lr}] if text else [])
+
+
+# `affectfuse tune`: width (a multiple of the 10 heads), depth, dropouts, learning rate. Format: affectfuse/tune.py.
+SEARCH_SPACE = {
+    "dim": ("choice", [30, 50]),
+    "layers": ("int", 2, 4),
+    "embed_dropout": ("float", 0.0, 0.3),
+    "output_dropout": ("float", 0.0, 0.5),
+    "train.lr": ("log", 1e-4, 1e-3),
+}

@@ -302,12 +302,20 @@ class EMT(nn.Module):
         i, m, d = layer % n_layer, modality % n_modality, direction % n_direction
         return self.blocks[(i * n_modality + m) * n_direction + d]
 
-    def forward(self, G: Tensor, H: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """G (B, M, D), H_m (B, T_m, D) with key masks (B, T_m) -> G^L, [H_m^L]."""
+    def forward(
+        self, G: Tensor, H: list[Tensor], masks: list[Tensor], *, local_output: bool = True
+    ) -> tuple[Tensor, list[Tensor]]:
+        """G (B, M, D), H_m (B, T_m, D) with key masks (B, T_m) -> G^L, [H_m^L].
+
+        With `local_output=False` the last layer's local update is skipped and [] is returned for H^L: the prediction
+        reads G^L only, so inference need not pay for the largest (T_m-long) block of the last layer.
+        """
         for i in range(self.depth):
             contexts, promoted = [], []
+            skip_local = not local_output and i == self.depth - 1
             for m, (x, mask) in enumerate(zip(H, masks, strict=True)):
-                promoted.append(self.block(i, m, 0)(x, G, mask=mask, context_mask=None))  # local <- global
+                if not skip_local:
+                    promoted.append(self.block(i, m, 0)(x, G, mask=mask, context_mask=None))  # local <- global
                 contexts.append(self.block(i, m, 1)(G, x, mask=None, context_mask=mask))  # global <- local (H_m^i)
             G = self.pools[i % len(self.pools)](torch.stack(contexts, dim=1))  # (B, M, M, D) -> (B, M, D)
             H = promoted
@@ -369,7 +377,8 @@ class EMTState:
     G: Tensor
     """Global multimodal context after the last layer, G^L (B, M, D)."""
     H: dict[str, Tensor]
-    """Local features after the last layer, H_m^L (B, T_m, D), front-aligned (text: the steps after [CLS])."""
+    """Local features after the last layer, H_m^L (B, T_m, D), front-aligned (text: the steps after [CLS]); empty
+    when `encode(..., local_output=False)` skipped them (`forward` does: the prediction never reads them)."""
     masks: dict[str, Tensor]
     """(B, T_m) real positions of H_m (text: [CLS] and [SEP] excluded)."""
     text_local: Tensor | None
@@ -420,7 +429,8 @@ class EMTDLFR(FusionModel):
         )
         self.generator = torch.Generator().manual_seed(config.missing_seed)
 
-    def encode(self, batch: Batch) -> EMTState:
+    def encode(self, batch: Batch, *, local_output: bool = True) -> EMTState:
+        """One view through the network; `local_output=False` leaves `H` empty (see `EMT.forward`)."""
         h, H, masks, text_local = {}, {}, {}, None
         for m in self.modalities:
             x, mask = batch.features[m], batch.masks[m]
@@ -442,21 +452,23 @@ class EMTDLFR(FusionModel):
             positions = sinusoidal_positions(local.shape[1], self.config.d_model, device=local.device)
             H[m] = self.project[m](local) + positions.to(local.dtype)  # (B, T_m, D)
         G = torch.stack([self.project[m](h[m]) for m in self.modalities], dim=1)  # G⁰ (B, M, D)
-        G, promoted = self.fusion(G, [H[m] for m in self.modalities], [masks[m] for m in self.modalities])
-        return EMTState(
-            h=h, G=G, H=dict(zip(self.modalities, promoted, strict=True)), masks=masks, text_local=text_local
+        G, promoted = self.fusion(
+            G, [H[m] for m in self.modalities], [masks[m] for m in self.modalities], local_output=local_output
         )
+        H = dict(zip(self.modalities, promoted, strict=True)) if promoted else {}
+        return EMTState(h=h, G=G, H=H, masks=masks, text_local=text_local)
 
     def predict(self, state: EMTState) -> Tensor:
         fused = torch.cat([state.h[m] for m in self.modalities] + [state.G.flatten(1)], dim=-1)
         return self.shape_output(self.head(fused))
 
     def forward(self, batch: Batch) -> Output:
-        return Output(self.predict(self.encode(batch)))
+        return Output(self.predict(self.encode(batch, local_output=False)))
 
     def loss(self, batch: Batch) -> Losses:
         incomplete, kept = drop_features(batch, self.config.missing_rate, generator=self.generator, spec=self.spec)
-        s_m, s = self.encode(incomplete), self.encode(batch)  # incomplete view (~), complete view
+        # Incomplete view (~) and complete view; only the incomplete view's H^L is read (reconstruction).
+        s_m, s = self.encode(incomplete), self.encode(batch, local_output=False)
         prediction_m, prediction = self.predict(s_m), self.predict(s)
         task_incomplete = task_loss(prediction_m, batch.label, self.spec)  # L_pred_m
         task_complete = task_loss(prediction, batch.label, self.spec)  # L_pred
@@ -516,3 +528,16 @@ class EMTDLFR(FusionModel):
         other = [p for p in self.parameters() if p.requires_grad and id(p) not in chosen]
         groups.append({"params": other, "lr": train.lr, "weight_decay": train.weight_decay})
         return [g for g in groups if g["params"]]
+
+
+# `affectfuse tune`: width (a multiple of the 4 heads), depth, dropouts, loss weights and learning rate (the paper
+# reports sensitivity to the two loss weights). Format: affectfuse/tune.py.
+SEARCH_SPACE = {
+    "d_model": ("choice", [64, 128]),
+    "layers": ("int", 1, 3),
+    "attn_dropout": ("float", 0.0, 0.4),
+    "post_fusion_dropout": ("float", 0.0, 0.5),
+    "attraction_weight": ("log", 0.1, 10.0),
+    "reconstruction_weight": ("log", 0.1, 10.0),
+    "train.lr": ("log", 1e-4, 3e-3),
+}

@@ -149,3 +149,19 @@ class LMF(FusionModel):
         factor_ids = {id(p) for p in factors}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in factor_ids]
         return [{"params": factors, "lr": self.config.factor_lr}, {"params": rest, "lr": train.lr}]
+
+
+# `affectfuse tune`: the LMF repo's grid (rank in {1, 4, 8, 16}, sub-network sizes, dropouts, two learning rates,
+# weight decay), as ranges where the repo lists many values. Format: affectfuse/tune.py.
+SEARCH_SPACE = {
+    "rank": ("choice", [1, 4, 8, 16]),
+    "hidden.text": ("choice", [64, 128, 256]),
+    "hidden.audio": ("choice", [4, 8, 16, 32]),
+    "hidden.vision": ("choice", [4, 8, 16, 32]),
+    "dropout.text": ("float", 0.0, 0.5),
+    "dropout.audio": ("float", 0.0, 0.5),
+    "dropout.vision": ("float", 0.0, 0.5),
+    "factor_lr": ("log", 1e-4, 5e-3),
+    "train.lr": ("log", 1e-4, 5e-3),
+    "train.weight_decay": ("choice", [0.0, 1e-4, 1e-3, 1e-2]),
+}

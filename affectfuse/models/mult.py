@@ -330,3 +330,15 @@ class MulT(FusionModel):
         h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.targets], dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))  # residual block, (B, M (M-1) d)
         return Output(self.shape_output(self.out(h)))
+
+
+# `affectfuse tune`: width (a multiple of the 5 heads), depth, dropouts and learning rate. Format: affectfuse/tune.py.
+SEARCH_SPACE = {
+    "dim": ("choice", [20, 30, 40]),
+    "layers": ("int", 2, 5),
+    "embed_dropout": ("float", 0.0, 0.3),
+    "relu_dropout": ("float", 0.0, 0.3),
+    "res_dropout": ("float", 0.0, 0.3),
+    "out_dropout": ("float", 0.0, 0.3),
+    "train.lr": ("log", 1e-4, 2e-3),
+}

@@ -374,3 +374,13 @@ class SFT(FusionModel):
             lam=torch.distributions.Beta(alpha, alpha).sample((len(self.modalities), like.shape[0])),
             index=torch.randperm(like.shape[0], device=like.device),
         )
+
+
+# `affectfuse tune`: width (a multiple of the 5 heads), joint depth, dropout, AdamW settings (format: tune.py).
+SEARCH_SPACE = {
+    "dim": ("choice", [20, 40]),
+    "n_layers_post_fusion": ("int", 2, 11),
+    "dropout": ("float", 0.0, 0.3),
+    "train.lr": ("log", 1e-4, 1e-3),
+    "train.weight_decay": ("choice", [0.0, 1e-4, 1e-3, 1e-2]),
+}

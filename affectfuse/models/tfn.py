@@ -166,3 +166,16 @@ class TFN(FusionModel):
         z = self.encoders(batch)
         fused = tensor_fusion([z[m] for m in self.spec.modalities])  # (B, ∏ (d_m + 1))
         return Output(self.shape_output(self.output(self.inference(fused))))
+
+
+# `affectfuse tune`: what is searched and over which ranges (the format is described in affectfuse/tune.py).
+SEARCH_SPACE = {
+    "hidden.text": ("choice", [32, 64, 128]),
+    "hidden.audio": ("choice", [4, 8, 16, 32]),
+    "hidden.vision": ("choice", [4, 8, 16, 32]),
+    "text_out": ("choice", [32, 64, 128]),
+    "post_fusion_dim": ("choice", [16, 32, 64, 128]),
+    "post_fusion_dropout": ("float", 0.0, 0.5),
+    "train.lr": ("log", 1e-4, 1e-2),
+    "train.weight_decay": ("choice", [0.0, 1e-4, 1e-3, 1e-2]),
+}

@@ -1,0 +1,64 @@
+"""`affectfuse run EXPERIMENT.toml`: the command's arguments and handler (cli.py only registers it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+
+@dataclass
+class RunArgs:
+    """Run an experiment grid (models x data x settings x seeds) from a TOML/YAML file; resumable; writes tables
+    (Markdown, CSV, LaTeX), plots and one SQLite results store."""
+
+    experiment: tyro.conf.Positional[Path]
+    """The experiment file (see examples/core_grid.toml)."""
+    out: Path | None = None
+    """Output folder (results.sqlite, table.md/.csv/.tex, plots/, runs/); default: the file's `out`, else
+    runs/experiments/<name>."""
+    workers: int = 2
+    """Runs in parallel (local processes, or Ray tasks with --ray local); 0: one after the other in this process."""
+    threads: int = 1
+    """torch threads per run."""
+    ray: str | None = None
+    """Run on Ray: a cluster address (`ray://host:10001`, `auto`), or `local` to start a private local instance."""
+    limit: int | None = None
+    """Run at most this many of the missing runs now."""
+    report_only: bool = False
+    """Run nothing; rebuild the tables and plots from the store."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files per run (needs the tensorboard package)."""
+    json: bool = False
+
+
+def cmd_run(args: RunArgs) -> None:
+    import dataclasses
+
+    from .plan import load_experiment
+    from .report import write_reports
+    from .runner import run_experiment
+    from .store import ResultStore
+
+    experiment = load_experiment(args.experiment)
+    if args.tensorboard:
+        experiment = dataclasses.replace(experiment, tensorboard=True)
+    out = args.out or Path(experiment.out or f"runs/experiments/{experiment.name}")
+    if args.workers < 0 or args.threads < 1:
+        raise ValueError(f"--workers must be >= 0 and --threads >= 1, got {args.workers} and {args.threads}")
+    if args.report_only:
+        reports = write_reports(experiment, ResultStore(out / "results.sqlite"), out)
+        outcome = {"experiment": experiment.name, "out": str(out), "reports": {k: str(v) for k, v in reports.items()}}
+    else:
+        outcome = run_experiment(experiment, out, workers=args.workers, threads=args.threads, ray_address=args.ray,
+                                 limit=args.limit, log=None if args.json else print)
+    if args.json:
+        print(json.dumps(outcome))
+    else:
+        print((out / "table.md").read_text())
+        print(f"results store {out / 'results.sqlite'}; tables and plots under {out}/")
+    if outcome.get("failed"):
+        raise ValueError(f"{len(outcome['failed'])} run(s) failed: " + "; ".join(
+            f"{k}: {v}" for k, v in outcome["failed"].items()))
