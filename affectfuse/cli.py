@@ -4,7 +4,7 @@ affectfuse models [--json]
 affectfuse data inspect PATH|SPEC [--json]
 affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the MMSA pickle layout)
 affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
-                 [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--json]
+                 [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--precision fp32|bf16|fp16] [--compile] [--json]
 affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
 affectfuse run EXPERIMENT.toml [--out DIR] [--workers N] [--ray ADDRESS|local] [--tensorboard] [--report-only]
                (grid of models x data x settings x seeds; resumable; SQLite store, tables, plots)
@@ -91,6 +91,10 @@ class TrainArgs:
     """Output folder: <out>/<model>/seed<N>/{best.pt, log.jsonl, test_predictions.csv, result.json}, summary.json."""
     device: str = ""
     """`cpu`, `cuda`, `cuda:N` or `auto` (default: the recipe's, i.e. auto)."""
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    """Autocast of the training loss (same as `--set train.precision=...`): bf16/fp16 on CUDA, bf16 on CPU."""
+    compile: bool = False
+    """Train through `torch.compile(model.loss)` (same as `--set train.compile=true`)."""
     nonfinite: Literal["error", "zero"] = "error"
     """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
     json: bool = False
@@ -185,6 +189,10 @@ def cmd_train(args: TrainArgs) -> None:
     overrides: dict[str, Any] = parse_overrides(args.set)
     if args.device:
         overrides["train.device"] = args.device
+    if args.precision is not None:
+        overrides["train.precision"] = args.precision
+    if args.compile:
+        overrides["train.compile"] = True
     seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
     corpus = load_data(args.data, nonfinite=args.nonfinite)
     recipe: Any = args.recipe

@@ -139,6 +139,11 @@ class TrainConfig:
     seed: int = 1111
     device: str = "auto"
     """`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast of the training loss: bf16 or fp16 on CUDA (fp16 with a gradient scaler), bf16 on CPU; fp16 on CPU
+    is refused. Weights and optimiser state stay float32, and validation/test are scored in float32 (exact metrics)."""
+    compile: bool = False
+    """Run the training loss through `torch.compile` (the first steps, and each new batch length, pay the compile)."""
     num_workers: int = 0
 
 
@@ -200,7 +205,6 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if origin is tuple and args:
             return tuple(type(args[0])(v) if not isinstance(args[0], type) else args[0](v) for v in value.split(","))
     except ValueError:
-        raise ValueError(
-            f"cannot set {where} to {value!r}: expected {getattr(annotation, '__name__', annotation)}"
-        ) from None
+        expected = f"one of {list(args)}" if origin is Literal else getattr(annotation, "__name__", annotation)
+        raise ValueError(f"cannot set {where} to {value!r}: expected {expected}") from None
     return value

@@ -48,9 +48,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from .config import InputSpec, Recipe
 from .data.batch import Batch
+from .train import autocast, build_optimizer, grad_scaler, optimizer_step
 
 Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -250,20 +250,6 @@ def count_training_flops(model: nn.Module, batch: Batch) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision: CUDA autocast to bf16/fp16; CPU autocast to bf16; fp16 on CPU is refused."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError(
-            "precision 'fp16' needs CUDA: CPU autocast supports bfloat16 only (use --precision bf16 or fp32)"
-        )
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -297,11 +283,8 @@ class Runner:
     scaler: torch.amp.GradScaler | None = field(init=False)
 
     def __post_init__(self) -> None:
-        from .train import build_optimizer
-
         self.optimizer = build_optimizer(self.model, self.recipe.train)
-        fp16 = self.precision == "fp16"
-        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 and self.device.type == "cuda" else None
+        self.scaler = grad_scaler(self.device, self.precision)
         self._forward: Callable[[Batch], Any] = self.model
         self._loss: Callable[[Batch], Any] = self.model.loss
         if self.compile:
@@ -316,23 +299,11 @@ class Runner:
 
     def train_step(self) -> None:
         """What `train.train_epoch` does for one batch (accumulate = 1)."""
-        model, train = self.model, self.recipe.train
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.train()
         with autocast(self.device, self.precision):
             total = self._loss(self.batch).total
         (self.scaler.scale(total) if self.scaler else total).backward()
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        if train.grad_clip_value > 0:
-            nn.utils.clip_grad_value_(model.parameters(), train.grad_clip_value)
-        if train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        optimizer_step(self.model, self.optimizer, self.recipe.train, self.scaler)
 
 
 def build_runner(

@@ -48,6 +48,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision: CUDA autocast to bf16/fp16; CPU autocast to bf16; fp16 on CPU is refused."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("precision 'fp16' needs CUDA: CPU autocast supports bfloat16 only (use bf16 or fp32)")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" and device.type == "cuda" else None
+
+
+def optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Clip (by value, then by norm, as the recipe asks) on the true gradients, step, and zero the gradients."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if train.grad_clip_value > 0:
+        torch.nn.utils.clip_grad_value_(model.parameters(), train.grad_clip_value)
+    if train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 class EarlyStopping:
     """Tracks the best validation score in the metric's own direction; NaN never counts as an improvement."""
 
@@ -109,6 +150,7 @@ def fit(
     device = resolve_device(train.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # one GPU per process
+    autocast(device, train.precision)  # refuses fp16 on CPU before anything trains
     suite = metrics_for(model.spec)
     monitor = suite.default_monitor if train.monitor == "auto" else train.monitor
     if world_size > 1 and device.type == "cuda":
@@ -117,17 +159,20 @@ def fit(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     optimizer = build_optimizer(model, train)
+    # `loss` may run the network several times (EMT-DLFR's two views, DMD's branches), so it is what gets compiled
+    loss_fn = torch.compile(model.loss) if train.compile else model.loss
     ddp = None
     if world_size > 1:
         # DDP hooks gradients through its own forward; _LossForward makes that forward the model's loss.
         ddp = torch.nn.parallel.DistributedDataParallel(
-            _LossForward(model), device_ids=[device.index] if device.type == "cuda" else None,
+            _LossForward(model, loss_fn), device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,  # auxiliary heads (DMD, EMT-DLFR) may skip parameters in some steps
         )
     train_loader = BatchLoader(
         train_split, batch_size=train.batch_size, shuffle=True, seed=train.seed, bucket=train.bucket
     )
     valid_loader = BatchLoader(valid_split, batch_size=max(train.batch_size, 256))
+    scaler = grad_scaler(device, train.precision)
     stopper = EarlyStopping(patience=train.patience, higher_is_better=suite.higher_is_better(monitor))
     scheduler = None
     if train.plateau_patience > 0:
@@ -151,7 +196,9 @@ def fit(
     )
     for epoch in epochs:
         start = time.perf_counter()
-        train_terms = train_epoch(model, train_loader, optimizer, train, device, ddp=ddp)
+        train_terms = train_epoch(
+            model, train_loader, optimizer, train, device, ddp=ddp, loss_fn=loss_fn, scaler=scaler
+        )
         if not math.isfinite(train_terms["total"]):
             raise FloatingPointError(
                 f"{model.model_name}: training loss became {train_terms['total']} in epoch {epoch}; "
@@ -220,12 +267,13 @@ class _LossForward(torch.nn.Module):
     """Makes `model.loss` the forward of the module DistributedDataParallel wraps (DDP syncs gradients of what
     goes through its forward); returns (total, terms) so DDP can find the tensors that were used."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Batch], Any]) -> None:
         super().__init__()
         self.model = model
+        self.loss_fn = loss_fn  # model.loss, or its compiled version
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        losses = self.model.loss(batch)
+        losses = self.loss_fn(batch)
         return losses.total, dict(losses.terms)
 
 
@@ -259,8 +307,14 @@ def train_epoch(
     device: torch.device,
     *,
     ddp: torch.nn.parallel.DistributedDataParallel | None = None,
+    loss_fn: Callable[[Batch], Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
-    """One pass over `loader`; returns every loss term averaged over samples (over all processes under `ddp`)."""
+    """One pass over `loader`; returns every loss term averaged over samples (over all processes under `ddp`).
+
+    `loss_fn` defaults to `model.loss` (`fit` passes the compiled one with `train.compile`); the loss runs under
+    `train.precision`'s autocast, and `scaler` scales it for fp16."""
+    loss_fn = loss_fn or model.loss
     model.train()
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -268,9 +322,10 @@ def train_epoch(
     for step, batch in enumerate(loader, start=1):
         stepping = not (step % train.accumulate and step != len(loader))
         if ddp is None:
-            losses = model.loss(batch.to(device))
+            with autocast(device, train.precision):
+                losses = loss_fn(batch.to(device))
             total, terms = losses.total, losses.terms
-            total.backward()
+            (scaler.scale(total) if scaler else total).backward()
         else:
             import torch.distributed as dist
 
@@ -280,19 +335,15 @@ def train_epoch(
             # the global batch's mean loss even when the shares differ by a sample.
             weight = len(batch) * dist.get_world_size() / global_size
             with contextlib.nullcontext() if stepping else ddp.no_sync():  # all-reduce only before a step
-                total, terms = ddp(batch.to(device))
-                (total * weight).backward()
+                with autocast(device, train.precision):
+                    total, terms = ddp(batch.to(device))
+                scaled = total * weight
+                (scaler.scale(scaled) if scaler else scaled).backward()
         for name, value in {"total": total, **terms}.items():
-            sums[name] = sums.get(name, 0) + value.detach() * len(batch)  # summed on device: no sync per step
+            sums[name] = sums.get(name, 0) + value.detach().float() * len(batch)  # summed on device: no sync per step
         count += len(batch)
-        if not stepping:
-            continue  # accumulate gradients over `accumulate` batches, as the official EMT-DLFR/DMD code does
-        if train.grad_clip_value > 0:
-            torch.nn.utils.clip_grad_value_(model.parameters(), train.grad_clip_value)
-        if train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if stepping:  # else accumulate gradients over `accumulate` batches, as the official EMT-DLFR/DMD code does
+            optimizer_step(model, optimizer, train, scaler)
     if ddp is not None:  # the logged loss is the global one, so every process sees (and checks) the same value
         import torch.distributed as dist
 

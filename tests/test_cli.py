@@ -138,3 +138,13 @@ def test_every_set_override_reaches_the_saved_config(tmp_path, capsys):
     assert config["hidden"] == {"text": 4, "audio": 4, "vision": 4} and config["text_out"] == 3
     assert config["rank"] == 2 and config["dropout"]["audio"] == 0.25
     assert train["batch_size"] == 7 and train["max_epochs"] == 2
+
+
+def test_precision_flag_reaches_the_saved_training_config_and_fp16_on_cpu_is_a_clear_error(tmp_path, capsys):
+    base = ["train", "--model", "lmf", "--data", DATA, "--quiet", "--device", "cpu", *TINY_SET]
+    assert main([*base, "--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
+    result = json.loads((tmp_path / "bf16" / "lmf" / "seed1111" / "result.json").read_text())
+    assert result["train"]["precision"] == "bf16" and result["train"]["compile"] is False
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "fp16"), "--precision", "fp16"]) == 1
+    assert "fp16' needs CUDA" in capsys.readouterr().err
