@@ -115,19 +115,16 @@ CHUNK_ELEMENTS = 1 << 18
 
 
 def use_chunked_dropout_attention(q: Tensor) -> bool:
-    """The chunked kernel serves training with attention dropout on CPU in float32, outside autocast and compile.
+    """The chunked kernel serves training with attention dropout on CPU (float32, or bf16 autocast), not compile.
 
     On CPU, `scaled_dot_product_attention` with dropout falls back to its unfused math path, which writes the
     (B, h, Tq, Tk) scores, probabilities, dropout noise and mask to memory; at MOSEI lengths that was most of MulT's
     training step (benchmarks/RESULTS.md). The chunks are a Python loop over (sample, head group) on purpose: each
-    iteration's scores fit in cache. CUDA's fused kernels support dropout natively.
+    iteration's scores fit in cache. CUDA's fused kernels support dropout natively. Under CPU autocast the kernel
+    runs in float32 on float32 copies of q, k, v.
     """
-    return (
-        q.device.type == "cpu"
-        and q.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    )
+    float32 = q.dtype == torch.float32 or torch.is_autocast_enabled("cpu")
+    return q.device.type == "cpu" and float32 and not torch.compiler.is_compiling()
 
 
 def chunked_dropout_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
@@ -148,7 +145,10 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
     """Attention with dropout computed a few heads at a time, so scores never leave the cache, flash-style: the
     backward pass recomputes the probabilities and keeps only the dropout mask (1 byte per score)."""
 
+    # Under CPU autocast (bf16 projections) the kernel runs in float32, forward and backward: SDPA's math path in
+    # bf16 made MulT's training step 2.4x slower than in float32 (benchmarks/RESULTS.md).
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout: float) -> Tensor:  # noqa: ANN001
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # per-head slices then need no copy in bmm
         batch, heads, tq, dim = q.shape
@@ -174,6 +174,7 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
         return out.mul_(1.0 / (1.0 - dropout))
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
         q, k, v, bias, keep = ctx.saved_tensors
         batch, heads, tq, dim = q.shape

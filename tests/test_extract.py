@@ -38,7 +38,7 @@ except ImportError:
     HAVE_MEDIAPIPE = False
 
 needs_mediapipe = pytest.mark.skipif(
-    not HAVE_MEDIAPIPE, reason="MediaPipe 0.10.14 with protobuf<5 (pip install 'affectfuse[extract]') is not usable here"
+    not HAVE_MEDIAPIPE, reason="MediaPipe 0.10.14 with protobuf<5 (pip install 'affectfuse[extract]') is not usable"
 )
 VOCAB = ["good", "great", "bad", "awful", "the", "movie", "was", "fine", "it"]
 TRANSCRIPTS = {

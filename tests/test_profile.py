@@ -183,8 +183,12 @@ def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_c
     assert calls == []  # inference: the fused SDPA kernel, unchanged outputs
     y = layer.train()(x)
     assert calls == [1] and torch.isfinite(y).all()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not use_chunked_dropout_attention(torch.zeros(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 projections, the kernel itself in float32
+        y = layer(x)
+        y.sum().backward()
+    assert calls == [1, 1] and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+    assert not use_chunked_dropout_attention(torch.zeros(1, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("spec_name", ["sentiment", "no-text-traits", "emotions"])
