@@ -8,13 +8,15 @@ Each speed-up has a switch that restores the straightforward version (the code a
   view of the training loss (before: every local update computed). Encoding both views as one batch of 2B was
   tried and dropped: slower on CPU (RESULTS.md);
 - `bucket`: length-bucketed batching of unaligned data (`BatchLoader(bucket=...)`; before: random batches, each
-  trimmed to its longest sample).
+  trimmed to its longest sample);
+- `precision`: not a switch but an option, `--precision bf16` (CPU autocast) against float32.
 
 Timings interleave A and B repeat by repeat; medians of wall time and of this process's CPU time (single thread,
 so CPU time is what a shared machine disturbs least) are reported with the load average.
-Usage (CPU, about 6 minutes at batch 8):
+Usage (CPU, about 8 minutes at batch 8):
 
     python benchmarks/speedups.py --out benchmarks/results/speedups_cpu.json
+    python benchmarks/speedups.py --only precision --out benchmarks/results/precision_cpu.json   # one section
 """
 
 from __future__ import annotations
@@ -116,6 +118,21 @@ def training_steps(batch: int, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def precision(batch: int, repeats: int) -> dict[str, dict[str, float]]:
+    """float32 against CPU bf16 autocast (`--precision bf16`, an opt-in: bf16 products and activations, float32
+    weights, optimiser and attention kernel), each model with its own runner and the same weights and batch."""
+    shape = parse_shape("mosei")
+    out = {}
+    for name in ("mult", "emt_dlfr"):
+        fp32 = build_runner(name, shape, batch)
+        bf16 = build_runner(name, shape, batch, precision="bf16")
+        out[f"{name} train step: bf16 autocast (opt-in)"] = ab(
+            fp32.train_step, bf16.train_step, contextlib.nullcontext, repeats
+        )
+        out[f"{name} forward: bf16 autocast (opt-in)"] = ab(fp32.forward, bf16.forward, contextlib.nullcontext, repeats)
+    return out
+
+
 def bucketing(repeats: int) -> dict[str, dict[str, float]]:
     """One MulT training epoch on unaligned synthetic data with MOSI lengths, true lengths 10-100 % of the padded."""
     from affectfuse.data.corpus import BatchLoader
@@ -181,10 +198,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speedups_cpu.json"))
+    parser.add_argument("--only", choices=("steps", "bucketing", "precision"), action="append",
+                        help="run only these sections (repeatable; default: all, plus the compute rates)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    results = training_steps(args.batch, args.repeats) | bucketing(args.repeats)
-    rates = {"gemm_1024_gflops_per_s": gemm_gflops()} | {
+    sections = {
+        "steps": lambda: training_steps(args.batch, args.repeats),
+        "bucketing": lambda: bucketing(args.repeats),
+        "precision": lambda: precision(args.batch, args.repeats),
+    }
+    results = {}
+    for name in args.only or sections:
+        results |= sections[name]()
+    rates = {} if args.only else {"gemm_1024_gflops_per_s": gemm_gflops()} | {
         name: achieved_gflops(name, args.batch, args.repeats) for name in ("mult", "emt_dlfr")
     }
     payload = {

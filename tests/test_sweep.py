@@ -292,3 +292,38 @@ def test_a_training_killed_before_it_finished_is_redone(corpus, tmp_path):
                        settings=SweepSettings(data=DATA, overrides=TINY_LMF), progress=False, plots=False)
     assert result.ran == 2 and (run_dir / "result.json").exists()
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 1  # one epoch (max_epochs=1), the stale log gone
+
+
+def test_a_sweep_killed_by_sigkill_resumes_to_the_same_points(tmp_path):
+    # A real kill (no clean-up code runs) of the command mid-way, then the same command again.
+    import os
+    import signal
+    import subprocess
+    import time
+
+    sets = [a for k, v in TINY_LMF.items() for a in ("--set", f"{k}={v}")]
+    argv = [sys.executable, "-m", "affectfuse", "sweep", "-m", "lmf", "--data", DATA, "--rates", "0:1:0.25",
+            "--seeds", "3", "--out", str(tmp_path), "--quiet", *sets]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("points/**/*.json"))) < 3 and process.poll() is None:
+            assert time.monotonic() < deadline, "the sweep wrote no points in 120 s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = {f: f.read_bytes() for f in tmp_path.glob("points/**/*.json")}
+    assert 3 <= len(before) < 15, f"expected an interrupted sweep, got {len(before)} points"
+    assert not (tmp_path / "results.json").exists()
+
+    finished = subprocess.run([*argv, "--json"], capture_output=True, text=True, check=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    payload = json.loads(finished.stdout)
+    points = sorted(tmp_path.glob("points/**/*.json"))
+    assert len(points) == 15 and not list(tmp_path.rglob("*.tmp"))
+    assert all(f.read_bytes() == data for f, data in before.items())  # finished points kept, not redone
+    keys = [(p["model"], p["condition"], p["seed"]) for p in map(lambda f: json.loads(f.read_text()), points)]
+    assert len(set(keys)) == 15
+    assert set(payload["summary"]["lmf"]) == {f"rate{r:.3f}" for r in (0, 0.25, 0.5, 0.75, 1)}
