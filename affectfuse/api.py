@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import load_model, save_checkpoint
-from .config import Recipe, replace_nested
+from .config import Recipe
 from .data.corpus import Corpus
 from .evaluate import predict
 from .io import atomic_write, write_json
 from .metrics import aggregate, metrics_for
-from .registry import create_model, default_recipe, get_entry, make_config
+from .registry import apply_overrides, create_model, default_recipe, get_entry
 from .train import fit, is_main_process, seed_everything
 
 
@@ -77,10 +77,7 @@ def train_model(
     `recipe` may be a `Recipe` (e.g. from `tune.load_recipe_file`); `on_epoch` goes to `fit` (TensorBoard, pruning).
     """
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
-    model_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("train.")}
-    train_over = {k.removeprefix("train."): v for k, v in (overrides or {}).items() if k.startswith("train.")}
-    config = make_config(model_name, base.model, **model_over)
-    train = replace_nested(base.train, {**train_over, "seed": seed}, what="TrainConfig")
+    config, train = apply_overrides(model_name, {**(overrides or {}), "train.seed": seed}, base)
     start = time.perf_counter()
     seed_everything(seed)
     model = create_model(model_name, corpus.spec, config)

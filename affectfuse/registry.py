@@ -78,6 +78,18 @@ def make_config(name: str, base: Any = None, **overrides: Any) -> Any:
     return replace_nested(config, {k: v for k, v in overrides.items() if v is not None}, what=entry.config.__name__)
 
 
+def apply_overrides(
+    name: str, overrides: Mapping[str, Any], base: Recipe[Any] | None = None
+) -> tuple[Any, TrainConfig]:
+    """(model config, TrainConfig) of `base` (default: the model's defaults) with dotted override keys applied:
+    model fields (``rank``, ``hidden.audio``) and training fields prefixed ``train.`` (``train.lr``). An unknown key
+    or a badly typed value raises, naming it."""
+    base = base or default_recipe(name)
+    model_over = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    train_over = {k.removeprefix("train."): v for k, v in overrides.items() if k.startswith("train.")}
+    return make_config(name, base.model, **model_over), replace_nested(base.train, train_over, what="TrainConfig")
+
+
 def create_model(name: str, spec: InputSpec, config: Any = None, **overrides: Any) -> Any:
     """Build a registered model for data described by `spec`.
 

@@ -36,9 +36,9 @@ from typing import Annotated, Any
 
 import tyro
 
-from .config import Recipe, TrainConfig, replace_nested
+from .config import Recipe, TrainConfig
 from .io import atomic_write, write_json
-from .registry import config_from_dict, get_entry, make_config
+from .registry import apply_overrides, config_from_dict, get_entry
 
 RECIPE_FORMAT = "affectfuse-recipe/1"
 KINDS = ("choice", "int", "float", "log")
@@ -60,15 +60,8 @@ def search_space(model: str) -> dict[str, tuple[Any, ...]]:
             raise ValueError(f"{model} SEARCH_SPACE[{key!r}]: expected ({kind!r}, low, high) with low < high"
                              f"{' and low > 0' if kind == 'log' else ''}, got {spec!r}")
     low = {k: (s[1][0] if s[0] == "choice" else s[1]) for k, s in space.items()}  # every key must apply
-    split_overrides(model, low)
+    apply_overrides(model, low)
     return dict(space)
-
-
-def split_overrides(model: str, overrides: dict[str, Any]) -> tuple[Any, TrainConfig]:
-    """Apply override keys to the model's default config and TrainConfig (raises on a key that does not exist)."""
-    model_over = {k: v for k, v in overrides.items() if not k.startswith("train.")}
-    train_over = {k.removeprefix("train."): v for k, v in overrides.items() if k.startswith("train.")}
-    return make_config(model, **model_over), replace_nested(TrainConfig(), train_over, what="TrainConfig")
 
 
 def suggest(trial: Any, space: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
@@ -122,7 +115,7 @@ def tune(
     clash = sorted(set(space) & set(fixed))
     if clash:
         raise ValueError(f"--set {clash} would fix parameters the search space of {model!r} searches; drop them")
-    split_overrides(model, fixed)  # typos fail before any training
+    apply_overrides(model, fixed)  # typos fail before any training
     corpus = load_data(data, nonfinite=nonfinite)
     recipe_name, base = resolve_recipe(model, corpus, recipe)
     monitor_key = base.train.monitor if "train.monitor" not in fixed else str(fixed["train.monitor"])
@@ -205,10 +198,7 @@ def write_trials(path: Path, trials: list[Any]) -> Path:
 def write_recipe(path: Path | str, model: str, base: Recipe[Any], overrides: dict[str, Any], *, source: str,
                  extra: dict[str, Any] | None = None) -> Path:
     """A recipe file: the full model and training configs (base recipe + overrides), atomically, as JSON."""
-    model_over = {k: v for k, v in overrides.items() if not k.startswith("train.")}
-    train_over = {k.removeprefix("train."): v for k, v in overrides.items() if k.startswith("train.")}
-    config = make_config(model, base.model, **model_over)
-    train = replace_nested(base.train, train_over, what="TrainConfig")
+    config, train = apply_overrides(model, overrides, base)
     return write_json(path, {
         "format": RECIPE_FORMAT,
         "model": model,

@@ -36,8 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, replace_nested
-from ..registry import get_entry, make_config
+from ..registry import apply_overrides, get_entry
 
 FIRST_SEED = 1111
 """`seeds = K` means K consecutive seeds from MMSA's first seed, 1111."""
@@ -287,13 +286,11 @@ def plan(experiment: Experiment) -> list[Run]:
 def check_overrides(run: Run, source: str = "") -> None:
     """Apply the run's overrides to the model's default config and TrainConfig: unknown fields and badly typed
     values fail here with the model and key named (the recipe only changes values, never the set of fields)."""
-    model_over = {k: v for k, v in run.overrides if not k.startswith("train.")}
-    train_over = {k.removeprefix("train."): v for k, v in run.overrides if k.startswith("train.")}
-    if "seed" in train_over:
+    overrides = dict(run.overrides)
+    if "train.seed" in overrides:
         raise ValueError(f"{source or run.experiment}: set the seeds with `seeds`, not train.seed")
     try:
-        make_config(run.model, **model_over)
-        replace_nested(TrainConfig(), train_over, what="TrainConfig")
+        apply_overrides(run.model, overrides)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{source or run.experiment}: overrides of model {run.model!r}: {error}") from None
 
