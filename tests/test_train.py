@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -228,3 +229,20 @@ def test_compile_trains_through_the_compiled_loss(corpus, monkeypatch):
     fit(model, corpus.split("train"), corpus.split("valid"), train, progress=False)
     assert compiled == [model.loss]
     assert sum(calls) == 2 * len(corpus.split("train"))
+
+
+def test_a_write_removes_the_temporary_file_a_killed_writer_left_but_not_a_live_writers(tmp_path):
+    import subprocess
+    import sys
+
+    from affectfuse.io import _HOST, write_json
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".result.json.{_HOST}-{int(dead.stdout)}.abc123.tmp"  # its writer was SIGKILLed mid-write
+    live = tmp_path / f".result.json.{_HOST}-{os.getpid()}.def456.tmp"  # a write in progress in a live process
+    other = tmp_path / f".other.json.{_HOST}-{int(dead.stdout)}.ghi789.tmp"  # another file's: not this write's
+    for p in (orphan, live, other):
+        p.write_text('{"half')
+    write_json(tmp_path / "result.json", {"a": 1})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"a": 1}
+    assert not orphan.exists() and live.exists() and other.exists()
