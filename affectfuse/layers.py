@@ -99,13 +99,14 @@ class ScaledSigmoid(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_positions(length: int, dim: int, *, device: torch.device | None = None) -> Tensor:
-    """Fixed sinusoidal position table (T, D): sines in the first half of the channels, cosines in the second
-    (the fairseq layout MulT, DMD and EMT-DLFR use)."""
+def sinusoidal_positions(length: int, dim: int, *, start: int = 0, device: torch.device | None = None) -> Tensor:
+    """Fixed sinusoidal position table (T, D) for positions start .. start + T - 1: sines in the first half of the
+    channels, cosines in the second (the fairseq layout MulT, DMD and EMT-DLFR use; fairseq numbers from 1)."""
     half = dim // 2
     scale = math.log(10000.0) / max(half - 1, 1)
     freqs = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -scale)  # (D/2,)
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs[None, :]  # (T, D/2)
+    steps = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    angles = steps[:, None] * freqs[None, :]  # (T, D/2)
     table = torch.cat([angles.sin(), angles.cos()], dim=1)
     return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
 
@@ -349,10 +350,12 @@ class TransformerEncoder(nn.Module):
         relu_dropout: float = 0.0,
         res_dropout: float = 0.0,
         causal: bool = False,
+        position_start: int = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.causal = causal
+        self.position_start = position_start
         self.embed_drop = nn.Dropout(embed_dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
@@ -363,7 +366,7 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def embed(self, x: Tensor) -> Tensor:
-        positions = sinusoidal_positions(x.shape[1], self.dim, device=x.device).to(x.dtype)
+        positions = sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
         return self.embed_drop(x * math.sqrt(self.dim) + positions)
 
     def forward(
