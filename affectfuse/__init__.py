@@ -4,7 +4,7 @@ Python API (mirrors the CLI)::
 
     from affectfuse import load_data, create_model, fit, evaluate, load_model, train_model
 
-Names are imported on first use, so `import affectfuse.metrics` stays light.
+Names are imported on first use, so `import affectfuse.engine.metrics` stays light.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "create_model": "registry",
-    "get_recipe": "registry",
-    "list_models": "registry",
-    "fit": "train",
-    "evaluate": "evaluate",
-    "predict": "evaluate",
-    "load_model": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "train_model": "api",
-    "train_many": "api",
-    "evaluate_checkpoint": "api",
+    "create_model": "config.registry",
+    "get_recipe": "config.registry",
+    "list_models": "config.registry",
+    "fit": "engine.train",
+    "evaluate": "engine.evaluate",
+    "predict": "engine.evaluate",
+    "load_model": "engine.checkpoint",
+    "save_checkpoint": "engine.checkpoint",
+    "train_model": "engine.runs",
+    "train_many": "engine.runs",
+    "evaluate_checkpoint": "engine.runs",
     "load_data": "data.datasets",
 }
 __all__ = sorted(_API)

@@ -22,19 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from affectfuse.config import Modalities
+from affectfuse.efficiency.counting import count_training_flops
+from affectfuse.efficiency.profile import Profile, format_profiles, machine_description, profile_model
+from affectfuse.efficiency.shapes import SHAPES, Shape
+from affectfuse.efficiency.timing import build_runner, median_seconds
 from affectfuse.io import write_json
 from affectfuse.models.base import FusionModel
-from affectfuse.profile import (
-    SHAPES,
-    Profile,
-    Shape,
-    build_runner,
-    count_training_flops,
-    format_profiles,
-    machine_description,
-    median_seconds,
-    profile_model,
-)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,7 +1,7 @@
 """EMT-DLFR vs MulT, both trained and tested with half the features missing (issue 3; spec §4.2, §0.5).
 
 The official protocol at one missing rate r (EMT-DLFR/TFR-Net `run_once.py`): every split is corrupted once with the
-static per-modality masks (NumPy seeds 111/1111/11111, `data.missing.split_missing_masks`), the same masks for every
+static per-modality masks (NumPy seeds 111/1111/11111, `robustness.missing.split_missing_masks`), the same masks for every
 training seed; a model is trained on the corrupted training split, selected on the corrupted validation split and
 tested on the corrupted test split.
 
@@ -25,12 +25,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from affectfuse.api import summarise, train_model
 from affectfuse.data.corpus import Corpus
 from affectfuse.data.datasets import load_data
-from affectfuse.data.missing import apply_masks, split_missing_masks
+from affectfuse.engine.metrics import format_table
+from affectfuse.engine.runs import summarise, train_model
 from affectfuse.io import write_json
-from affectfuse.metrics import format_table
+from affectfuse.robustness.missing import apply_masks, split_missing_masks
 
 
 def corrupted(corpus: Corpus, rate: float, splits: tuple[str, ...]) -> Corpus:

@@ -22,9 +22,9 @@ import torch
 
 from affectfuse import models as _models  # noqa: F401  (registers the methods)
 from affectfuse.config import InputSpec
+from affectfuse.config.registry import create_model, get_recipe, list_models
 from affectfuse.data.batch import Batch
-from affectfuse.registry import create_model, get_recipe, list_models
-from affectfuse.train import build_optimizer
+from affectfuse.engine.train import build_optimizer
 
 SHAPES = {
     "mosi": (dict(text=768, audio=5, vision=20), dict(text=50, audio=375, vision=500)),

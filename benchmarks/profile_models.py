@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from affectfuse.config.registry import list_models
+from affectfuse.efficiency.profile import format_profiles, machine_description, profile_model
+from affectfuse.efficiency.shapes import parse_shape
 from affectfuse.io import write_json
-from affectfuse.profile import format_profiles, machine_description, parse_shape, profile_model
-from affectfuse.registry import list_models
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from affectfuse.data.corpus import Split
 from affectfuse.data.datasets import load_data
-from affectfuse.metrics import metrics_for
+from affectfuse.engine.metrics import metrics_for
 
 
 def pooled(split: Split) -> np.ndarray:

@@ -31,10 +31,12 @@ from pathlib import Path
 
 import torch
 
-from affectfuse import layers
+from affectfuse.efficiency.profile import machine_description
+from affectfuse.efficiency.shapes import parse_shape
+from affectfuse.efficiency.timing import build_runner
 from affectfuse.io import write_json
+from affectfuse.models import layers
 from affectfuse.models.emt_dlfr import EMTDLFR
-from affectfuse.profile import build_runner, machine_description, parse_shape
 
 
 @contextlib.contextmanager
@@ -135,10 +137,10 @@ def precision(batch: int, repeats: int) -> dict[str, dict[str, float]]:
 
 def bucketing(repeats: int) -> dict[str, dict[str, float]]:
     """One MulT training epoch on unaligned synthetic data with MOSI lengths, true lengths 10-100 % of the padded."""
+    from affectfuse.config.registry import create_model, get_recipe
     from affectfuse.data.corpus import BatchLoader
     from affectfuse.data.datasets import load_data
-    from affectfuse.registry import create_model, get_recipe
-    from affectfuse.train import build_optimizer
+    from affectfuse.engine.train import build_optimizer
 
     corpus = load_data("synthetic:aligned=false,n_train=256,min_fraction=0.1,seed=1")
     split = corpus.split("train")
@@ -179,7 +181,7 @@ def gemm_gflops(size: int = 1024, repeats: int = 5) -> float:
 
 def achieved_gflops(name: str, batch: int, repeats: int) -> dict[str, float]:
     """Training FLOPs per second of one model's step at MOSEI shapes (after the speed-ups)."""
-    from affectfuse.profile import count_training_flops
+    from affectfuse.efficiency.counting import count_training_flops
 
     runner = build_runner(name, parse_shape("mosei"), batch)
     flops = count_training_flops(runner.model, runner.batch)

@@ -14,9 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from affectfuse.config import Modalities, TrainConfig
+from affectfuse.config.registry import create_model
 from affectfuse.data.datasets import load_data
-from affectfuse.registry import create_model
-from affectfuse.train import fit, seed_everything
+from affectfuse.engine.train import fit, seed_everything
 
 from .conftest import TINY
 

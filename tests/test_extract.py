@@ -286,7 +286,7 @@ def test_parallel_workers_give_the_same_features(clips: Path, tmp_path: Path, mo
 
 @pytest.fixture(scope="module")
 def checkpoint(dataset, tmp_path_factory) -> Path:
-    from affectfuse.api import train_model
+    from affectfuse.engine.runs import train_model
     from tests.conftest import TINY
 
     out, _ = dataset
@@ -316,7 +316,7 @@ def test_predict_refuses_another_extractor_or_dimension(checkpoint: Path, clips:
 
 
 def test_predict_refuses_a_checkpoint_trained_on_other_features(tmp_path: Path, clips: Path) -> None:
-    from affectfuse.api import train_model
+    from affectfuse.engine.runs import train_model
     from tests.conftest import TINY
 
     corpus = load_data("synthetic:n_train=16,dims.text=32,dims.audio=25,dims.vision=259")

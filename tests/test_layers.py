@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from affectfuse.layers import (
+from affectfuse.models.layers import (
     MultiHeadAttention,
     TransformerEncoder,
     front_align,

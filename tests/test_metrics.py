@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from affectfuse.config import InputSpec
-from affectfuse.metrics import (
+from affectfuse.engine.metrics import (
     MetricSuite,
     aggregate,
     classification_metrics,

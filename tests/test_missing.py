@@ -9,7 +9,7 @@ import torch
 from affectfuse.config import InputSpec, Modalities
 from affectfuse.data.batch import Batch
 from affectfuse.data.corpus import Split
-from affectfuse.data.missing import UNK_ID, apply_masks, drop_features, split_missing_masks
+from affectfuse.robustness.missing import UNK_ID, apply_masks, drop_features, split_missing_masks
 
 FEATURES = InputSpec(dims={"text": 4, "audio": 3, "vision": 2}, lengths={"text": 6, "audio": 9, "vision": 7})
 TOKENS = InputSpec(

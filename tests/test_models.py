@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
-from affectfuse.checkpoint import load_model, save_checkpoint
 from affectfuse.config import TrainConfig
+from affectfuse.config.registry import create_model, list_models
 from affectfuse.data.batch import Batch
-from affectfuse.registry import create_model, list_models
-from affectfuse.train import check_param_groups
+from affectfuse.engine.checkpoint import load_model, save_checkpoint
+from affectfuse.engine.train import check_param_groups
 
 from .conftest import SPECS, TINY, make_batch
 

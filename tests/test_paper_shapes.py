@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from affectfuse.config import InputSpec
-from affectfuse.registry import create_model, get_recipe, list_models
-from affectfuse.train import build_optimizer
+from affectfuse.config.registry import create_model, get_recipe, list_models
+from affectfuse.engine.train import build_optimizer
 
 from .conftest import make_batch
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from affectfuse import profile as prof
 from affectfuse.cli import main
 from affectfuse.config import InputSpec, Modalities
-from affectfuse.layers import MultiHeadAttention, chunked_dropout_attention, use_chunked_dropout_attention
-from affectfuse.registry import create_model, list_models
+from affectfuse.config.registry import create_model, list_models
+from affectfuse.efficiency import counting, memory, profile, shapes, timing
+from affectfuse.models.layers import MultiHeadAttention, chunked_dropout_attention, use_chunked_dropout_attention
 from tests.conftest import SPECS, TINY, make_batch
 
 
@@ -37,7 +37,7 @@ def test_lmf_flops_match_a_hand_count():
     d_y = spec.output_size
     factors = sum(2 * b * (d + 1) * rank * d_y for d in (text_out, hidden.audio, hidden.vision))
     rank_sum = 2 * b * rank * d_y
-    assert prof.count_flops(model, batch) == lstm + text_linear + subnets + factors + rank_sum
+    assert counting.count_flops(model, batch) == lstm + text_linear + subnets + factors + rank_sum
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -48,7 +48,7 @@ def test_attention_layer_flops_match_a_hand_count_and_count_the_cpu_fused_kernel
     key_mask = torch.ones(b, tk, dtype=torch.bool) if masked else None
     projections = 2 * b * tq * d * d + 2 * b * tk * dc * 2 * d + 2 * b * tq * d * d  # q, (k, v), out
     scores_and_values = 2 * b * tq * tk * d * 2  # Q K^T and A V over all heads
-    with torch.no_grad(), prof.flop_counter() as counter:
+    with torch.no_grad(), counting.flop_counter() as counter:
         layer(x, context, key_mask=key_mask)
     assert counter.get_total_flops() == projections + scores_and_values
     with torch.no_grad(), FlopCounterMode(display=False) as stock:
@@ -57,7 +57,7 @@ def test_attention_layer_flops_match_a_hand_count_and_count_the_cpu_fused_kernel
 
 
 def test_macs_are_half_the_flops_and_throughput_is_batch_over_latency():
-    p = prof.profile_model("lmf", "4,3,2", batch_size=3, repeats=1, warmup=0, memory=False, overrides=TINY["lmf"])
+    p = profile.profile_model("lmf", "4,3,2", batch_size=3, repeats=1, warmup=0, memory=False, overrides=TINY["lmf"])
     assert p.macs == p.flops // 2 and p.flops > 0 and p.train_flops > p.flops
     assert p.forward_samples_per_s == pytest.approx(3 / (p.forward_ms / 1e3))
     assert p.train_samples_per_s == pytest.approx(3 / (p.train_step_ms / 1e3))
@@ -68,11 +68,11 @@ def test_macs_are_half_the_flops_and_throughput_is_batch_over_latency():
 def test_forward_never_runs_training_only_modules_and_the_split_adds_up(name):
     spec = SPECS["sentiment"]
     model = create_model(name, spec, **TINY[name]).eval()
-    counts = prof.count_parameters(model)
+    counts = counting.count_parameters(model)
     assert (
         counts["inference"] + counts["training_only"] == counts["total"] == sum(p.numel() for p in model.parameters())
     )
-    aux = prof.training_only_modules(model)
+    aux = counting.training_only_modules(model)
     if name in ("dmd", "emt_dlfr"):  # distillers / decoders; SimSiam projectors, predictors, reconstruction heads
         assert aux is not None and counts["training_only"] > 0
     calls = []
@@ -87,30 +87,30 @@ def test_forward_never_runs_training_only_modules_and_the_split_adds_up(name):
 
 
 def test_shapes_and_precision_are_checked_with_clear_errors():
-    assert prof.parse_shape("mosei").lengths == {"text": 50, "audio": 500, "vision": 500}
-    assert prof.parse_shape("mosi").dims == {"text": 768, "audio": 5, "vision": 20}
-    assert prof.parse_shape("50,100,200").lengths == {"text": 50, "audio": 100, "vision": 200}
+    assert shapes.parse_shape("mosei").lengths == {"text": 50, "audio": 500, "vision": 500}
+    assert shapes.parse_shape("mosi").dims == {"text": 768, "audio": 5, "vision": 20}
+    assert shapes.parse_shape("50,100,200").lengths == {"text": 50, "audio": 100, "vision": 200}
     for bad in ("mosx", "50,100", "0,1,2", "a,b,c"):
         with pytest.raises(ValueError, match="--shape must be one of"):
-            prof.parse_shape(bad)
+            shapes.parse_shape(bad)
     with pytest.raises(ValueError, match="'fp16' needs CUDA"):
-        prof.autocast(torch.device("cpu"), "fp16")
+        timing.autocast(torch.device("cpu"), "fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
-        prof.autocast(torch.device("cpu"), "int8")  # type: ignore[arg-type]
+        timing.autocast(torch.device("cpu"), "int8")  # type: ignore[arg-type]
 
 
 def test_iemocap_shape_builds_a_classification_model_with_its_recipe():
-    runner = prof.build_runner("lmf", prof.SHAPES["iemocap"], 2)
+    runner = timing.build_runner("lmf", shapes.SHAPES["iemocap"], 2)
     assert runner.recipe.source and runner.batch.label.shape == (2, 4) and runner.batch.label.dtype == torch.long
     assert runner.model(runner.batch).prediction.shape == (2, 4, 2)
 
 
-@pytest.mark.skipif(not prof.cpu_memory_supported(), reason="CPU peak memory needs Linux /proc")
+@pytest.mark.skipif(not memory.cpu_memory_supported(), reason="CPU peak memory needs Linux /proc")
 def test_cpu_peak_memory_sees_weights_and_training_state():
-    shape = prof.Shape("tiny", {"text": 7, "audio": 5, "vision": 6}, {"text": 3, "audio": 1, "vision": 1}, "mosi")
+    shape = shapes.Shape("tiny", {"text": 7, "audio": 5, "vision": 6}, {"text": 3, "audio": 1, "vision": 1}, "mosi")
     hidden = Modalities(text=256, audio=32, vision=32)  # about 5 M parameters: 20 MB of weights
     overrides = {"hidden": hidden, "text_out": 32, "post_fusion_dim": 128}
-    peaks = prof.cpu_peak_memory("tfn", shape, 2, overrides=overrides)
+    peaks = memory.cpu_peak_memory("tfn", shape, 2, overrides=overrides)
     model = create_model("tfn", shape.spec(), **overrides)
     weights = 4 * sum(p.numel() for p in model.parameters())
     assert weights <= peaks["forward"] < 2 * weights + 30e6
@@ -178,7 +178,7 @@ def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_c
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr("affectfuse.layers.chunked_dropout_attention", spy)
+    monkeypatch.setattr("affectfuse.models.layers.chunked_dropout_attention", spy)
     layer.eval()(x)
     assert calls == []  # inference: the fused SDPA kernel, unchanged outputs
     y = layer.train()(x)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from affectfuse.cli import main
+from affectfuse.config.registry import list_models, make_config
 from affectfuse.data.datasets import load_data
-from affectfuse.registry import list_models, make_config
-from affectfuse.sweep import (
+from affectfuse.robustness.auilc import auilc
+from affectfuse.robustness.sweep import (
     QUICK_MODEL,
     SweepSettings,
-    auilc,
     drop_splits,
     mask_seeds,
     modality_conditions,
@@ -191,7 +191,7 @@ def test_a_sweep_with_other_settings_is_refused_in_the_same_folder(corpus, tmp_p
 
 
 def test_train_and_test_protocol_gives_emt_dlfr_the_complete_training_split(corpus, tmp_path, monkeypatch):
-    import affectfuse.api as api
+    import affectfuse.engine.runs as api
 
     calls = []
     real = api.train_model
@@ -255,7 +255,7 @@ def test_cli_sweep_errors_name_the_problem(tmp_path, capsys):
 
 def test_reports_refuse_a_missing_point(tmp_path):
     # The reports are rebuilt from the points: a missing point is reported by name, never silently skipped.
-    from affectfuse.sweep import collect
+    from affectfuse.robustness.sweep import collect
 
     with pytest.raises(ValueError, match="seed1.json is missing"):
         collect(Path(tmp_path), ["lmf"], rate_conditions([0.0, 1.0]), [1], ("mae",))
@@ -265,7 +265,7 @@ def test_reports_from_points_with_an_undefined_correlation(tmp_path):
     # Hand-made points of known area: mae = 1 + r for both seeds; corr = 1 - r, except seed 2 at r = 0.5 where the
     # predictions were constant and Pearson r is undefined (NaN): it counts as 0 in the area, and a note says so.
     from affectfuse.io import write_json
-    from affectfuse.sweep import collect
+    from affectfuse.robustness.sweep import collect
 
     conditions = rate_conditions([0.0, 0.5, 1.0])
     for seed in (1, 2):

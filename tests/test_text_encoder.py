@@ -9,14 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from affectfuse.config import InputSpec
-from affectfuse.text_encoder import (
-    BERT_TOKENS,
-    TextEncoder,
-    bert_param_groups,
-    bert_parameter_names,
-    uses_bert_tokens,
-)
+from affectfuse.config import BERT_TOKENS, InputSpec, uses_bert_tokens
+from affectfuse.models.text_encoder import TextEncoder, bert_param_groups, bert_parameter_names
 
 T = 7
 TOKEN_SPEC = InputSpec(dims={"text": 3, "audio": 5}, lengths={"text": T, "audio": 4}, extractors={"text": BERT_TOKENS})

@@ -10,14 +10,14 @@ import os
 import pytest
 import torch
 
-from affectfuse import train as train_module
-from affectfuse.api import train_model
-from affectfuse.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from affectfuse.config import TrainConfig
+from affectfuse.config.registry import create_model
 from affectfuse.data.synthetic import make_synthetic
-from affectfuse.evaluate import evaluate
-from affectfuse.registry import create_model
-from affectfuse.train import EarlyStopping, check_param_groups, fit, resolve_device
+from affectfuse.engine import train as train_module
+from affectfuse.engine.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from affectfuse.engine.evaluate import evaluate
+from affectfuse.engine.runs import train_model
+from affectfuse.engine.train import EarlyStopping, check_param_groups, fit, resolve_device
 
 from .conftest import TINY
 

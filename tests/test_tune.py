@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from affectfuse.api import train_model
 from affectfuse.cli import main
 from affectfuse.config import TrainConfig
+from affectfuse.config.recipes import load_recipe_file
+from affectfuse.config.registry import create_model, list_models
 from affectfuse.data.datasets import load_data
-from affectfuse.registry import create_model, list_models
-from affectfuse.train import fit
-from affectfuse.tune import load_recipe_file, search_space
+from affectfuse.engine.runs import train_model
+from affectfuse.engine.train import fit
+from affectfuse.experiments.tune import search_space
 
 optuna = pytest.importorskip("optuna", reason="tune needs the optional optuna package (in the test extra)")
 
-from affectfuse.tune import tune  # noqa: E402
+from affectfuse.experiments.tune import tune  # noqa: E402
 
 from .conftest import TINY  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Experiment grids in one declarative file and one command (`affectfuse run EXPERIMENT.toml`).
+"""Experiment grids (`affectfuse run EXPERIMENT.toml`: plan, runner, store, report) and hyper-parameter search (tune).
 
 An experiment is models x data specs x settings x seeds. Each (model, data, setting) is a *cell*; each (cell, seed) a
 *run*. `plan` expands the file into runs, `run_experiment` executes the missing ones (local processes by default, or

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..registry import apply_overrides, get_entry
+from ..config.overrides import apply_overrides
+from ..config.registry import get_entry
 
 FIRST_SEED = 1111
 """`seeds = K` means K consecutive seeds from MMSA's first seed, 1111."""
@@ -54,7 +55,7 @@ class Setting:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     missing_rate: float = 0.0
     """Every real position of every modality of all three splits dropped with this probability, by the official
-    static masks (`data.missing.split_missing_masks`, seeds 111/1111/11111): the papers' train-and-test protocol."""
+    static masks (`robustness.missing.split_missing_masks`, seeds 111/1111/11111): the papers' train-and-test protocol."""
 
 
 @dataclass(frozen=True)

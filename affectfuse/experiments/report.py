@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..engine.metrics import aggregate, format_table
 from ..io import atomic_write, write_json
-from ..metrics import aggregate, format_table
 from .plan import Experiment, plan
 from .store import ResultStore
 

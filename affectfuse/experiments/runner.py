@@ -72,7 +72,7 @@ def environment(threads: int) -> dict[str, Any]:
 def _corpus(spec: str, nonfinite: str, missing_rate: float) -> Any:
     """The corpus of a run, loaded once per worker process (runs of the same data share it)."""
     from ..data.datasets import load_data
-    from ..data.missing import apply_masks, split_missing_masks
+    from ..robustness.missing import apply_masks, split_missing_masks
 
     corpus = load_data(spec, nonfinite=nonfinite)
     if missing_rate > 0:
@@ -92,7 +92,7 @@ def execute_run(run: Run, out_dir: str, threads: int = 1) -> dict[str, Any]:
     """Train and test one (cell, seed); returns what the store keeps. Runs in a worker process or a Ray task."""
     import torch
 
-    from ..api import train_model
+    from ..engine.runs import train_model
 
     torch.set_num_threads(threads)
     corpus = _corpus(run.data_spec, run.nonfinite, run.missing_rate)

@@ -533,8 +533,8 @@ def predict_clip(
     text_model: str | None = None,
 ) -> dict[str, Any]:
     """Extract one clip with exactly the checkpoint's extractors and run the model: score(s), polarity, notes."""
-    from ..checkpoint import load_model
-    from ..evaluate import predict
+    from ..engine.checkpoint import load_model
+    from ..engine.evaluate import predict
 
     path = Path(clip).expanduser()
     find_clips(path)  # validates existence and suffix

@@ -1,3 +1,7 @@
-"""The methods. Importing a module registers its model; this list is the only place models are enumerated."""
+"""The methods, one paper-style file each, and the blocks they share (layers, text encoder, base contract).
+
+Importing a method's module registers it (affectfuse.config.registry); this list is the only place methods are
+enumerated.
+"""
 
 from . import dmd, emt_dlfr, lmf, mult, sft, tfn  # noqa: F401

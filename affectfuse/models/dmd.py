@@ -96,11 +96,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import MODALITIES, InputSpec, Modalities, Recipe, TrainConfig
+from ..config.registry import register_model
 from ..data.batch import Batch
-from ..layers import TransformerEncoder, front_align, last_real_step
-from ..registry import register_model
-from ..text_encoder import TextEncoder
 from .base import FusionModel, Losses, Output, task_loss
+from .layers import TransformerEncoder, front_align, last_real_step
+from .text_encoder import TextEncoder
 
 MIN_MEMORY_LAYERS = 3
 """The memory transformers have max(layers, 3) layers (official code)."""

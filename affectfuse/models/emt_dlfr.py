@@ -58,13 +58,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..config import InputSpec, Modalities, Recipe, TrainConfig, uses_bert_tokens
+from ..config.registry import register_model
 from ..data.batch import Batch
-from ..data.missing import drop_features
-from ..layers import FeedForward, MultiHeadAttention, front_align, masked_mean, sinusoidal_positions
-from ..registry import register_model
-from ..text_encoder import NO_DECAY, TextEncoder, uses_bert_tokens
+from ..robustness.missing import drop_features
 from .base import FusionModel, Losses, Output, task_loss
+from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean, sinusoidal_positions
+from .text_encoder import NO_DECAY, TextEncoder
 
 
 @dataclass(frozen=True, kw_only=True)

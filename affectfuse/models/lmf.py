@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..config.registry import register_model
 from ..data.batch import Batch
-from ..registry import register_model
 from .base import FusionModel, Output
 from .tfn import UnimodalEncoders, append_one
 

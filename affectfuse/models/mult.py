@@ -48,11 +48,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..config.registry import register_model
 from ..data.batch import Batch
-from ..layers import TransformerEncoder, front_align, last_real_step
-from ..registry import register_model
-from ..text_encoder import TextEncoder
 from .base import FusionModel, Output
+from .layers import TransformerEncoder, front_align, last_real_step
+from .text_encoder import TextEncoder
 
 MIN_SELF_LAYERS = 3
 """The self-attention transformers have max(layers, 3) layers (official code)."""

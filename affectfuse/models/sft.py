@@ -75,11 +75,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..config.registry import register_model
 from ..data.batch import Batch
-from ..layers import FeedForward, MultiHeadAttention, front_align
-from ..registry import register_model
-from ..text_encoder import TextEncoder
 from .base import FusionModel, Losses, Output
+from .layers import FeedForward, MultiHeadAttention, front_align
+from .text_encoder import TextEncoder
 
 
 @dataclass(frozen=True, kw_only=True)

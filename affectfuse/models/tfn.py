@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..config.registry import register_model
 from ..data.batch import Batch
-from ..layers import SubNet, TextSubNet, bounded_output, masked_mean
-from ..registry import register_model
 from .base import FusionModel, Output
+from .layers import SubNet, TextSubNet, bounded_output, masked_mean
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from affectfuse.config import InputSpec, TrainConfig
+from affectfuse.config.registry import create_model
 from affectfuse.models.dmd import (
     RECIPES,
     GraphDistillation,
@@ -20,7 +21,6 @@ from affectfuse.models.dmd import (
     margin_loss,
     orthogonality_loss,
 )
-from affectfuse.registry import create_model
 
 from ..conftest import SPECS, TINY, make_batch
 

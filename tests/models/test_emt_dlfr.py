@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from affectfuse.config import InputSpec, TrainConfig
-from affectfuse.data.missing import drop_features
+from affectfuse.config.registry import create_model
 from affectfuse.models import emt_dlfr
 from affectfuse.models.emt_dlfr import EMT, EMTDLFRConfig, attraction_loss, reconstruction_loss
-from affectfuse.registry import create_model
+from affectfuse.robustness.missing import drop_features
 
 from ..conftest import SPECS, TINY, make_batch
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from affectfuse.config import TrainConfig
+from affectfuse.config.registry import create_model
 from affectfuse.models.lmf import LMF
 from affectfuse.models.tfn import tensor_fusion
-from affectfuse.registry import create_model
 
 from ..conftest import SPECS, TINY, make_batch
 

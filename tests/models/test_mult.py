@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from affectfuse.config import InputSpec, Modalities
+from affectfuse.config.registry import create_model
 from affectfuse.data.batch import Batch
 from affectfuse.models.mult import RECIPES, TemporalConv
-from affectfuse.registry import create_model
 
 from ..conftest import SPECS, TINY, make_batch
 

@@ -11,10 +11,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from affectfuse.config import InputSpec, Modalities
+from affectfuse.config.registry import create_model
 from affectfuse.data.batch import Batch
 from affectfuse.models.base import task_loss
 from affectfuse.models.sft import RECIPES, SFT, Block, LatentMixup, SFTConfig, per_sample_task_loss, pool_tokens
-from affectfuse.registry import create_model
 
 from ..conftest import SPECS, TINY, make_batch
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from affectfuse.config.registry import create_model
 from affectfuse.models.tfn import tensor_fusion
-from affectfuse.registry import create_model
 
 from ..conftest import SPECS, TINY, make_batch
 

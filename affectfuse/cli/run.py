@@ -37,10 +37,10 @@ class RunArgs:
 def cmd_run(args: RunArgs) -> None:
     import dataclasses
 
-    from .plan import load_experiment
-    from .report import write_reports
-    from .runner import run_experiment
-    from .store import ResultStore
+    from ..experiments.plan import load_experiment
+    from ..experiments.report import write_reports
+    from ..experiments.runner import run_experiment
+    from ..experiments.store import ResultStore
 
     experiment = load_experiment(args.experiment)
     if args.tensorboard:

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Recipe
+from ..config.overrides import apply_overrides
+from ..config.registry import create_model, default_recipe, get_entry
+from ..data.corpus import Corpus
+from ..io import atomic_write, write_json
 from .checkpoint import load_model, save_checkpoint
-from .config import Recipe
-from .data.corpus import Corpus
 from .evaluate import predict
-from .io import atomic_write, write_json
 from .metrics import aggregate, metrics_for
-from .registry import apply_overrides, create_model, default_recipe, get_entry
 from .train import fit, is_main_process, seed_everything
 
 

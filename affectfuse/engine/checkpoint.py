@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .config import InputSpec
-from .io import atomic_write
-from .registry import config_from_dict, config_to_dict, get_entry
+from .. import __version__
+from ..config import InputSpec
+from ..config.registry import config_from_dict, config_to_dict, get_entry
+from ..io import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_name", "config", "spec", "state_dict")

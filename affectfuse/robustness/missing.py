@@ -31,10 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import MODALITIES, InputSpec, Modalities
-from ..text_encoder import uses_bert_tokens
-from .batch import Batch
-from .corpus import Split
+from ..config import MODALITIES, InputSpec, Modalities, uses_bert_tokens
+from ..data.batch import Batch
+from ..data.corpus import Split
 
 UNK_ID = 100
 """Token id of [UNK] in bert-base-uncased and bert-base-chinese: what a dropped word-piece becomes."""

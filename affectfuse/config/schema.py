@@ -208,3 +208,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         expected = f"one of {list(args)}" if origin is Literal else getattr(annotation, "__name__", annotation)
         raise ValueError(f"cannot set {where} to {value!r}: expected {expected}") from None
     return value
+
+
+BERT_TOKENS = "bert-tokens"
+"""The text extractor name of BERT token ids (encoded inside the model) rather than precomputed features."""
+
+
+def uses_bert_tokens(spec: InputSpec) -> bool:
+    """Whether the corpus's text is BERT token ids (to be encoded by `TextEncoder`) rather than features."""
+    return spec.extractors.get("text") == BERT_TOKENS

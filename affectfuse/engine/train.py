@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import TrainConfig
+from ..data.batch import Batch
+from ..data.corpus import BatchLoader, Split
 from .checkpoint import save_checkpoint
-from .config import TrainConfig
-from .data.batch import Batch
-from .data.corpus import BatchLoader, Split
 from .evaluate import evaluate
 from .metrics import metrics_for
 

@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .config import InputSpec
-
-BERT_TOKENS = "bert-tokens"
+from ..config import InputSpec, uses_bert_tokens
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = (
@@ -39,11 +37,6 @@ WEIGHT_FILES = (
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias")
 """Parameter-name fragments that get no weight decay (the official EMT-DLFR/MMSA `bert_no_decay`)."""
-
-
-def uses_bert_tokens(spec: InputSpec) -> bool:
-    """Whether the corpus's text is BERT token ids (to be encoded by `TextEncoder`) rather than features."""
-    return spec.extractors.get("text") == BERT_TOKENS
 
 
 class TextEncoder(nn.Module):

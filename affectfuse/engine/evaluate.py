@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.batch import Batch
-from .data.corpus import BatchLoader, Split
+from ..data.batch import Batch
+from ..data.corpus import BatchLoader, Split
 from .metrics import MetricSuite, metrics_for
 
 

@@ -5,7 +5,7 @@ Spec: shared/spec/methods.md §0.5 (AUILC), §4.2 and §5 (the official sweep, `
 A sweep is a grid of (model, condition, seed) points. A *condition* is what is missing:
 
 * ``--missing feature`` (default): a random-feature-missing rate r; every real position of every modality is dropped
-  with probability r by the static masks of `data.missing.split_missing_masks` (zeroed; [UNK] for BERT token ids).
+  with probability r by the static masks of `robustness.missing.split_missing_masks` (zeroed; [UNK] for BERT token ids).
 * ``--missing modality``: whole modalities absent; one condition per non-empty subset of the modalities *present*
   (7 for T/A/V), every position of the absent modalities dropped (rate 1 for them, 0 for the others).
 
@@ -36,64 +36,31 @@ seeds, quick, overrides); a rerun with other settings in the same folder is refu
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-import tyro
 
-from .config import MODALITIES, Modalities
-from .data.corpus import Corpus
-from .data.missing import MISSING_SEEDS, apply_masks, split_missing_masks
-from .io import atomic_write, write_json
-from .metrics import aggregate, format_table, higher_is_better, metrics_for
+from ..config import MODALITIES, Modalities
+from ..data.corpus import Corpus
+from ..engine.metrics import aggregate, metrics_for
+from ..io import write_json
+from .auilc import auilc
+from .missing import MISSING_SEEDS, apply_masks, split_missing_masks
+from .report import write_reports
 
 Protocol = Literal["train-and-test", "test-only"]
 MissingKind = Literal["feature", "modality"]
 MaskSeed = Literal["official", "per-seed"]
 
 LETTERS = {"text": "T", "audio": "A", "vision": "V"}
-
-# ---------------------------------------------------------------------------------------------------------------------
-# AUILC
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def auilc(rates: Sequence[float], values: Sequence[float]) -> float:
-    """Area Under the Indicator-Line Curve: the trapezoid area of `values` over the missing `rates` that were run.
-
-    AUILC = Σ_i (m_i + m_{i+1}) / 2 · (r_{i+1} − r_i), over the rates sorted ascending (spec §0.5). With the official
-    grid {0.0, 0.1, ..., 1.0} this is the official Σ (m_i + m_{i+1}) / 2 · 0.1; with an uneven grid each interval gets
-    its own width. No normalisation by the covered interval: over {0.0, ..., 0.5} (SIMS) a flat curve at m has area
-    0.5 m, as in the official tables. Metrics are used as given: the papers' accuracy/F1 AUILCs are 100 times ours
-    (they use percentages), MAE and correlation AUILCs are directly comparable.
-
-    Raises ValueError for fewer than two rates, repeated rates, mismatched lengths or non-finite values.
-    """
-    r = np.asarray(rates, dtype=float)
-    m = np.asarray(values, dtype=float)
-    if r.ndim != 1 or r.shape != m.shape:
-        raise ValueError(f"auilc needs one value per rate; got {r.shape} rates and {m.shape} values")
-    if len(r) < 2:
-        raise ValueError(f"auilc needs at least two missing rates to span an interval; got {r.tolist()}")
-    if not (np.isfinite(r).all() and np.isfinite(m).all()):
-        raise ValueError(f"auilc needs finite rates and values; got rates {r.tolist()}, values {m.tolist()}")
-    order = np.argsort(r, kind="stable")
-    r, m = r[order], m[order]
-    if (np.diff(r) == 0).any():
-        raise ValueError(f"auilc got a repeated missing rate: {r.tolist()}")
-    return float(np.sum((m[1:] + m[:-1]) / 2.0 * np.diff(r)))
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Conditions
@@ -273,9 +240,9 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from .api import resolve_recipe
-    from .evaluate import evaluate
-    from .registry import get_entry
+    from ..config.registry import get_entry
+    from ..engine.evaluate import evaluate
+    from ..engine.runs import resolve_recipe
 
     out = Path(out_dir)
     for name in models:
@@ -344,8 +311,8 @@ def run_sweep(
 
 def _trained_model(name: str, corpus: Corpus, seed: int, overrides: dict[str, Any], out: Path) -> tuple[Any, Any]:
     """The test-only protocol's model for (name, seed): reused from disk when its training finished, else trained."""
-    from .api import RunResult, train_model
-    from .checkpoint import load_model
+    from ..engine.checkpoint import load_model
+    from ..engine.runs import RunResult, train_model
 
     run_dir = out / "models" / name / f"seed{seed}"
     result = run_dir / "result.json"  # train_model writes it after best.pt: its presence means training finished
@@ -367,7 +334,7 @@ def _train_at(
     simulates: bool,
 ) -> Any:
     """The train-and-test protocol: one model trained, selected and tested under `condition`."""
-    from .api import train_model
+    from ..engine.runs import train_model
 
     if simulates and condition.rate is not None:
         # EMT-DLFR pairs the complete view with its own incomplete one (official code): complete training split,
@@ -463,193 +430,3 @@ def _area(rates: Sequence[float], values: Sequence[float]) -> float:
     return auilc(rates, values) if all(math.isfinite(v) for v in values) else math.nan
 
 
-def markdown(result: SweepResult) -> str:
-    """Per condition and model: every metric as mean ± std over seeds; then the AUILC of every metric."""
-    rows = {}
-    for m in result.models:
-        for c in result.conditions:
-            head = "r" if c.rate is not None else "present"
-            rows[f"{m} {head}={c.label}" if len(result.models) > 1 else f"{head}={c.label}"] = result.summary[m][c.name]
-    lines = [format_table(rows, result.keys, row_header="model, condition")]
-    if result.auilc:
-        lines += [
-            "",
-            "AUILC (trapezoid over the rates run, no normalisation; ± std of the seeds' own areas):",
-            "",
-            format_table({m: {k: (v["auilc"], v["std"]) for k, v in result.auilc[m].items()} for m in result.models},
-                         result.keys, row_header="model"),
-        ]
-    lines += [f"\nNote: {note}" for note in result.notes]
-    return "\n".join(lines)
-
-
-def wide_table(result: SweepResult, key: str) -> str:
-    """One metric at a glance: a row per model, a column per condition (mean ± std over seeds), then its AUILC."""
-    columns = [c.label for c in result.conditions] + (["AUILC"] if result.auilc else [])
-    rows = {}
-    for m in result.models:
-        row = {c.label: result.summary[m][c.name][key] for c in result.conditions}
-        if result.auilc:
-            row["AUILC"] = (result.auilc[m][key]["auilc"], result.auilc[m][key]["std"])
-        rows[m] = row
-    head = "model \\ r" if result.auilc else "model \\ present"
-    return format_table(rows, columns, row_header=head)
-
-
-def write_reports(result: SweepResult, *, plots: bool = True) -> None:
-    out = result.out_dir
-    payload = {
-        "models": result.models,
-        "seeds": result.seeds,
-        "conditions": [dataclasses.asdict(c) for c in result.conditions],
-        "summary": {m: {c: {k: {"mean": v[0], "std": v[1]} for k, v in row.items()} for c, row in rows.items()}
-                    for m, rows in result.summary.items()},
-        "auilc": result.auilc,
-        "notes": result.notes,
-        "points": result.points,
-    }
-    write_json(out / "results.json", payload)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["model", "condition", "rate", "metric", "mean", "std", "seeds"])
-    for m in result.models:
-        for c in result.conditions:
-            for k in result.keys:
-                mean, std = result.summary[m][c.name][k]
-                writer.writerow([m, c.label, "" if c.rate is None else c.rate, k, mean, std, len(result.seeds)])
-        for k, v in result.auilc.get(m, {}).items():
-            writer.writerow([m, "AUILC", "", k, v["auilc"], v["std"], len(result.seeds)])
-    atomic_write(out / "results.csv", lambda f: f.write(buffer.getvalue()), mode="w")
-    glance = "\n\n".join(f"{k}:\n\n{wide_table(result, k)}" for k in result.keys)
-    atomic_write(out / "results.md", lambda f: f.write(markdown(result) + "\n\nBy metric:\n\n" + glance + "\n"),
-                 mode="w")
-    if result.auilc and plots:
-        try:
-            import matplotlib  # noqa: F401  (optional extra `plot`)
-        except ImportError:
-            warnings.warn("matplotlib is not installed (pip install 'affectfuse[plot]'): curves.png/svg not drawn; "
-                          "the JSON, CSV and Markdown reports are complete", stacklevel=2)
-            return
-        plot(result, out / "curves.png")
-        plot(result, out / "curves.svg")
-
-
-def plot(result: SweepResult, path: Path, keys: Sequence[str] | None = None) -> Path:
-    """Metric vs missing rate, one line per model (mean over seeds) with the ± std band shaded, one panel per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    keys = list(keys or result.keys)
-    curve = [c for c in result.conditions if c.rate is not None]
-    rates = np.array([c.rate for c in curve])
-    cols = min(4, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys, strict=False):
-        for m in result.models:
-            mean = np.array([result.summary[m][c.name][key][0] for c in curve])
-            std = np.array([result.summary[m][c.name][key][1] for c in curve])
-            area = result.auilc[m][key]["auilc"]
-            (line,) = ax.plot(rates, mean, marker="o", markersize=3, label=f"{m} (AUILC {area:.3f})")
-            ax.fill_between(rates, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_title(f"{key} ({'higher' if higher_is_better(key) else 'lower'} is better)", fontsize=9)
-        ax.set_xlabel("missing rate r")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip("."), dpi=110))
-    plt.close(fig)
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepArgs:
-    """Robustness to missing features: train and test models over missing rates (or missing modalities) and seeds;
-    report every metric per rate (mean ± std over seeds), AUILC, a Markdown table, JSON/CSV and a plot.
-
-    Resumable: rerun the same command and finished (model, rate, seed) points are skipped.
-    """
-
-    model: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("-m",))]
-    """One or more registered model names (see `affectfuse models`)."""
-    data: str = "synthetic"
-    """A path, `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
-    rates: str = "0:1:0.1"
-    """Missing rates: START:STOP:STEP with STOP included (0:1:0.1 = 0.0, 0.1, ..., 1.0) or a list 0,0.5,1."""
-    missing: MissingKind = "feature"
-    """`feature`: random positions dropped at each rate; `modality`: whole modalities absent, one row per non-empty
-    subset of the modalities present (T, A, V, T+A, T+V, A+V, T+A+V), reported as a table."""
-    protocol: Protocol = "test-only"
-    """`train-and-test` (the papers'): a new model per rate, trained and tested at that rate; `test-only`: one model
-    per seed trained on complete data, tested at every rate."""
-    seed: tuple[int, ...] = (1111,)
-    """Seeds to run."""
-    seeds: int = 0
-    """Shorthand: this many consecutive seeds starting at the first --seed (--seeds 3: 1111, 1112, 1113)."""
-    mask_seed: MaskSeed = "official"
-    """Masks from the official NumPy seeds 111/1111/11111 for every run seed (`official`), or those plus the run
-    seed (`per-seed`)."""
-    quick: bool = False
-    """Smaller recipes for a fast sweep: max_epochs capped at 12 and patience at a third of it, and narrow one-layer
-    models (mult: dim=16 heads=2 layers=1; emt_dlfr: d_model=16 layers=1 LSTMs 16; lmf/tfn: hidden 32/16/16; sft,
-    dmd: dim=16), all through the same overrides as --set (which still applies on top)."""
-    set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Config overrides KEY=VALUE, one per --set: model fields (`rank=8`) or `train.lr=1e-3`; every model gets them."""
-    out: Path = Path("runs/sweep")
-    """Output folder: points/<model>/<condition>/seed<N>.json, results.{json,csv,md}, curves.{png,svg}."""
-    device: str = ""
-    """`cpu`, `cuda`, `cuda:N` or `auto` (default: the recipe's, i.e. auto)."""
-    nonfinite: Literal["error", "zero"] = "error"
-    """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
-    json: bool = False
-    """Print one JSON object (summary and AUILC) instead of the tables."""
-    quiet: bool = False
-    """No progress bar."""
-
-
-def cmd_sweep(args: SweepArgs) -> None:
-    from .cli import parse_overrides
-    from .data.datasets import load_data
-
-    overrides = parse_overrides(args.set)
-    if args.device:
-        overrides["train.device"] = args.device
-    seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
-    corpus = load_data(args.data, nonfinite=args.nonfinite)
-    if args.missing == "modality":
-        conditions = modality_conditions(corpus.spec.modalities)
-    else:
-        conditions = rate_conditions(parse_rates(args.rates))
-    settings = SweepSettings(
-        data=args.data, protocol=args.protocol, missing=args.missing, mask_seed=args.mask_seed, quick=args.quick,
-        overrides=overrides,
-    )
-    start = time.perf_counter()
-    result = run_sweep(
-        list(args.model), corpus, out_dir=args.out, conditions=conditions, seeds=seeds, settings=settings,
-        progress=not (args.quiet or args.json),
-    )
-    wall = time.perf_counter() - start
-    if args.json:
-        print(json.dumps({
-            "out": str(args.out), "ran": result.ran, "seconds": round(wall, 1),
-            "summary": {m: {c: {k: {"mean": v[0], "std": v[1]} for k, v in row.items()} for c, row in rows.items()}
-                        for m, rows in result.summary.items()},
-            "auilc": result.auilc,
-        }, default=float))
-        return
-    what = "rate" if args.missing == "feature" else "modalities present"
-    print(f"\n{corpus.name}: test split by {what}, {args.protocol}, mean ± std over seeds {seeds}")
-    print(markdown(result))
-    print(f"\n{result.ran} runs computed now, {len(result.points) - result.ran} reused; {wall:.0f} s. "
-          f"Reports in {args.out}/ (results.json, results.csv, results.md"
-          + (", curves.png, curves.svg)" if (args.out / "curves.png").exists() else ")"))

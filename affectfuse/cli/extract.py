@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import tyro
 
 if TYPE_CHECKING:
-    from .pipeline import ExtractReport
+    from ..extract.pipeline import ExtractReport
 
 Positional = tyro.conf.Positional
 Flag = tyro.conf.FlagCreatePairsOff[bool]
@@ -70,7 +70,7 @@ def _missing_extra(error: ImportError) -> ValueError:
 
 
 def cmd_extract(args: ExtractArgs) -> None:
-    from .pipeline import extract_dataset
+    from ..extract.pipeline import extract_dataset
 
     if args.aligned and args.unaligned:
         raise ValueError("pass either --aligned or --unaligned, not both")
@@ -116,7 +116,7 @@ def _print_report(args: ExtractArgs, report: ExtractReport) -> None:
 
 
 def cmd_predict(args: PredictArgs) -> None:
-    from .pipeline import predict_clip
+    from ..extract.pipeline import predict_clip
 
     try:
         result = predict_clip(

@@ -26,21 +26,17 @@ Keys are override keys: model config fields (dotted into nested ones) or `train.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import tyro
+from ..config.overrides import apply_overrides
+from ..config.recipes import write_recipe
+from ..config.registry import get_entry
+from ..io import atomic_write
 
-from .config import Recipe, TrainConfig
-from .io import atomic_write, write_json
-from .registry import apply_overrides, config_from_dict, get_entry
-
-RECIPE_FORMAT = "affectfuse-recipe/1"
 KINDS = ("choice", "int", "float", "log")
 
 
@@ -103,10 +99,10 @@ def tune(
     Every trial trains with the same `seed`, so trials differ only by their configuration.
     """
     optuna = _optuna()
-    from .api import resolve_recipe, train_model
-    from .data.datasets import load_data
-    from .experiments.plan import slug
-    from .metrics import higher_is_better, metrics_for
+    from ..data.datasets import load_data
+    from ..engine.metrics import higher_is_better, metrics_for
+    from ..engine.runs import resolve_recipe, train_model
+    from .plan import slug
 
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
@@ -195,83 +191,3 @@ def write_trials(path: Path, trials: list[Any]) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
 
 
-def write_recipe(path: Path | str, model: str, base: Recipe[Any], overrides: dict[str, Any], *, source: str,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """A recipe file: the full model and training configs (base recipe + overrides), atomically, as JSON."""
-    config, train = apply_overrides(model, overrides, base)
-    return write_json(path, {
-        "format": RECIPE_FORMAT,
-        "model": model,
-        "config": dataclasses.asdict(config),
-        "train": dataclasses.asdict(train),
-        "source": source,
-        **(extra or {}),
-    })
-
-
-def load_recipe_file(path: Path | str) -> tuple[str, Recipe[Any]]:
-    """(model name, Recipe) from a file written by `write_recipe` (e.g. by `affectfuse tune`)."""
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"recipe file {path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict) or data.get("format") != RECIPE_FORMAT:
-        raise ValueError(f"recipe file {path} is not an affectfuse recipe (expected \"format\": \"{RECIPE_FORMAT}\")")
-    for key in ("model", "config", "train"):
-        if key not in data:
-            raise ValueError(f"recipe file {path} lacks {key!r}")
-    model = data["model"]
-    valid = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(data["train"]) - valid
-    if unknown:
-        raise ValueError(f"recipe file {path}: TrainConfig has no field(s) {sorted(unknown)}; valid: {sorted(valid)}")
-    try:
-        config = config_from_dict(model, data["config"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"recipe file {path}: {error}") from None
-    train = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["train"].items()})
-    return model, Recipe(model=config, train=train, source=f"{path}: {data.get('source', '')}")
-
-
-@dataclass
-class TuneArgs:
-    """Search a model's hyper-parameters on a corpus's validation split (Optuna TPE, median pruning); writes the
-    best configuration as a recipe file for `affectfuse train --recipe-file`."""
-
-    model: Annotated[str, tyro.conf.arg(aliases=("-m",))]
-    data: str = "synthetic"
-    """A path, `synthetic[:...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
-    trials: int = 10
-    """Finished trials the study should have (a rerun in the same --out continues it)."""
-    recipe: str = "auto"
-    """Recipe the search starts from (as `train --recipe`)."""
-    seed: int = 1111
-    """Training seed of every trial, and the sampler's seed."""
-    set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Fixed overrides KEY=VALUE for every trial (e.g. train.max_epochs=20)."""
-    out: Path | None = None
-    """Output folder; default runs/tune/<model>-<data>."""
-    nonfinite: str = "error"
-    json: bool = False
-
-
-def cmd_tune(args: TuneArgs) -> None:
-    import json
-
-    from .cli import parse_overrides
-
-    result = tune(args.model, args.data, trials=args.trials, seed=args.seed, recipe=args.recipe,
-                  overrides=parse_overrides(args.set), out_dir=args.out, nonfinite=args.nonfinite,
-                  log=(lambda _: None) if args.json else print)
-    if args.json:
-        print(json.dumps(result, default=float))
-        return
-    print(f"best validation {result['monitor']} {result['best_valid']:.4f} "
-          f"({result['complete']} complete of {result['trials']} trials): {result['best_params']}")
-    print(f"recipe written to {result['recipe_file']}; reuse it with: affectfuse train --model {args.model} "
-          f"--data {args.data} --recipe-file {result['recipe_file']}")

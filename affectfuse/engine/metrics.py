@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 
-from .config import InputSpec
+from ..config import InputSpec
 
 if TYPE_CHECKING:
     import numpy.typing as npt

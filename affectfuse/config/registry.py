@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .config import InputSpec, Recipe, TrainConfig, replace_nested
+from . import InputSpec, Recipe, TrainConfig, replace_nested
 
 M = TypeVar("M", bound=type)
 
@@ -41,7 +41,7 @@ def register_model(name: str, *, config: type, recipes: Mapping[str, Recipe[Any]
 
 
 def _ensure_registered() -> None:
-    from . import models  # noqa: F401  (importing the package registers every method)
+    from .. import models  # noqa: F401  (importing the package registers every method)
 
 
 def list_models() -> list[str]:
@@ -76,18 +76,6 @@ def make_config(name: str, base: Any = None, **overrides: Any) -> Any:
     if not isinstance(config, entry.config):
         raise TypeError(f"config for {name!r} must be a {entry.config.__name__}, got {type(config).__name__}")
     return replace_nested(config, {k: v for k, v in overrides.items() if v is not None}, what=entry.config.__name__)
-
-
-def apply_overrides(
-    name: str, overrides: Mapping[str, Any], base: Recipe[Any] | None = None
-) -> tuple[Any, TrainConfig]:
-    """(model config, TrainConfig) of `base` (default: the model's defaults) with dotted override keys applied:
-    model fields (``rank``, ``hidden.audio``) and training fields prefixed ``train.`` (``train.lr``). An unknown key
-    or a badly typed value raises, naming it."""
-    base = base or default_recipe(name)
-    model_over = {k: v for k, v in overrides.items() if not k.startswith("train.")}
-    train_over = {k.removeprefix("train."): v for k, v in overrides.items() if k.startswith("train.")}
-    return make_config(name, base.model, **model_over), replace_nested(base.train, train_over, what="TrainConfig")
 
 
 def create_model(name: str, spec: InputSpec, config: Any = None, **overrides: Any) -> Any:

@@ -1,0 +1,148 @@
+"""`affectfuse train | evaluate`: train models over seeds and report the test split; score a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from ..config.overrides import parse_overrides
+
+
+@dataclass
+class TrainArgs:
+    """Train models (each seed separately), select on validation, report the test split."""
+
+    model: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("-m",))]
+    """One or more registered model names (see `affectfuse models`)."""
+    data: str = "synthetic"
+    """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    recipe: str = "auto"
+    """Dataset whose paper recipe to start from (`mosi`, `pom`, ...); `auto`: the corpus's own; `default`: none."""
+    recipe_file: Path | None = None
+    """A recipe file (e.g. written by `affectfuse tune`) to start from instead of --recipe."""
+    seed: tuple[int, ...] = (1111,)
+    """Seeds to run (MMSA reports 1111-1115)."""
+    seeds: int = 0
+    """Shorthand: run this many consecutive seeds starting at the first --seed."""
+    set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Config overrides KEY=VALUE, one per --set: model fields (`rank=8`, `hidden.audio=16`) or `train.lr=1e-3`."""
+    out: Path = Path("runs")
+    """Output folder: <out>/<model>/seed<N>/{best.pt, log.jsonl, test_predictions.csv, result.json}, summary.json."""
+    device: str = ""
+    """`cpu`, `cuda`, `cuda:N` or `auto` (default: the recipe's, i.e. auto)."""
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    """Autocast of the training loss (same as `--set train.precision=...`): bf16/fp16 on CUDA, bf16 on CPU."""
+    compile: bool = False
+    """Train through `torch.compile(model.loss)` (same as `--set train.compile=true`)."""
+    nonfinite: Literal["error", "zero"] = "error"
+    """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
+    json: bool = False
+    quiet: bool = False
+    """No progress bars."""
+
+
+@dataclass
+class EvaluateArgs:
+    """Score a checkpoint on a corpus split with the paper metrics."""
+
+    checkpoint: tyro.conf.Positional[Path]
+    data: str
+    """A path, `synthetic[:...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    split: str = "test"
+    nonfinite: Literal["error", "zero"] = "error"
+    json: bool = False
+
+
+
+def cmd_train(args: TrainArgs) -> None:
+    from ..data.datasets import load_data
+    from ..engine.metrics import aggregate, format_table, metrics_for
+    from ..engine.runs import summarise, train_many
+    from ..io import write_json
+
+    overrides: dict[str, Any] = parse_overrides(args.set)
+    if args.device:
+        overrides["train.device"] = args.device
+    if args.precision is not None:
+        overrides["train.precision"] = args.precision
+    if args.compile:
+        overrides["train.compile"] = True
+    seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
+    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    recipe: Any = args.recipe
+    if args.recipe_file is not None:
+        from ..config.recipes import load_recipe_file
+
+        recipe_model, recipe = load_recipe_file(args.recipe_file)
+        if list(args.model) != [recipe_model]:
+            raise ValueError(f"recipe file {args.recipe_file} is for model {recipe_model!r}; got --model {args.model}")
+    results = train_many(
+        list(args.model),
+        corpus,
+        seeds=seeds,
+        out_dir=args.out,
+        recipe=recipe,
+        overrides=overrides,
+        progress=not (args.quiet or args.json),
+    )
+    from ..engine.train import is_main_process
+
+    if not is_main_process():
+        return  # under torchrun every process trained together; rank 0 reports
+    summary = summarise(results)
+    payload = {
+        "data": corpus.source or args.data,
+        "seeds": seeds,
+        "test": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in summary.items()},
+        "runs": [dataclasses.asdict(r) for runs in results.values() for r in runs],
+    }
+    write_json(args.out / "summary.json", payload)
+    if args.json:
+        print(json.dumps(payload, default=float))
+        return
+    suite = metrics_for(corpus.spec)
+    print(f"\n{corpus.name}: test split, mean ± std over seeds {seeds} (each checkpoint selected on validation)")
+    print(format_table(summary, suite.keys))
+    if corpus.spec.num_targets > 1:
+        print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
+        print(per_target_table(summary, corpus.spec.targets))
+    print("\n| model | parameters | seconds per seed (mean ± std) |\n| --- | ---: | ---: |")
+    for name, runs in results.items():
+        seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
+        print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
+    print(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+
+
+def per_target_table(summary: dict[str, dict[str, tuple[float, float]]], targets: tuple[str, ...]) -> str:
+    """Rows = targets, columns = model/metric, for metric keys of the form `<metric>_<target>`."""
+    from ..engine.metrics import format_table
+
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
+    columns: list[str] = []
+    for model, scores in summary.items():
+        for key, value in scores.items():
+            for target in targets:
+                suffix = f"_{target.lower()}"
+                if key.endswith(suffix):
+                    column = f"{model} {key.removesuffix(suffix)}"
+                    rows.setdefault(target, {})[column] = value
+                    columns += [column] if column not in columns else []
+    return format_table(rows, columns, row_header="target")
+
+
+def cmd_evaluate(args: EvaluateArgs) -> None:
+    from ..data.datasets import load_data
+    from ..engine.runs import evaluate_checkpoint
+
+    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    scores = evaluate_checkpoint(args.checkpoint, corpus, split=args.split)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "metrics": scores}, default=float))
+        return
+    for key, value in scores.items():
+        print(f"{key:20s} {value:.4f}")

@@ -1,0 +1,1 @@
+"""Efficiency profiling: parameters, FLOPs/MACs, latency and peak memory of every registered model."""
