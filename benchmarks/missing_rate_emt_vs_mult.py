@@ -1,8 +1,8 @@
 """EMT-DLFR vs MulT, both trained and tested with half the features missing (issue 3; spec §4.2, §0.5).
 
 The official protocol at one missing rate r (EMT-DLFR/TFR-Net `run_once.py`): every split is corrupted once with the
-static per-modality masks (NumPy seeds 111/1111/11111, `robustness.missing.split_missing_masks`), the same masks for every
-training seed; a model is trained on the corrupted training split, selected on the corrupted validation split and
+static per-modality masks (NumPy seeds 111/1111/11111, `robustness.missing.split_missing_masks`), the same masks for
+every training seed; a model is trained on the corrupted training split, selected on the corrupted validation split and
 tested on the corrupted test split.
 
 - MulT sees only the corrupted splits.

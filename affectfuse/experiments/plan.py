@@ -55,7 +55,8 @@ class Setting:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     missing_rate: float = 0.0
     """Every real position of every modality of all three splits dropped with this probability, by the official
-    static masks (`robustness.missing.split_missing_masks`, seeds 111/1111/11111): the papers' train-and-test protocol."""
+    static masks (`robustness.missing.split_missing_masks`, seeds 111/1111/11111): the papers' train-and-test
+    protocol."""
 
 
 @dataclass(frozen=True)
