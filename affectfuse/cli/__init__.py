@@ -17,10 +17,12 @@ affectfuse sweep --model NAME [NAME ...] --data SPEC [--rates 0:1:0.1] [--seeds 
 affectfuse extract CLIP|FOLDER --out DATASET.pkl [--labels CSV] [--transcripts CSV] [--words CSV|CSD]
                    [--aligned] [--workers N] [--json]
 affectfuse predict CLIP --checkpoint CKPT [--transcript TEXT] [--json]
+affectfuse convert OFFICIAL.pt --model NAME --data SPEC --out CKPT [--source official|mmsa] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -38,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "extract": ("extract", "ExtractArgs", "cmd_extract"),
     "predict": ("extract", "PredictArgs", "cmd_predict"),
     "sweep": ("sweep", "SweepArgs", "cmd_sweep"),
+    "convert": ("convert", "ConvertArgs", "cmd_convert"),
 }
 DATA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("data", "InspectArgs", "cmd_inspect"),
@@ -51,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE.strip())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from .. import __version__
+
+        print(f"affectfuse {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "data":
         if not rest or rest[0] not in DATA_COMMANDS:
@@ -64,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         module, spec, handler = COMMANDS[command]
         prog = f"affectfuse {command}"
     else:
+        close = difflib.get_close_matches(command, [*COMMANDS, "data"], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         print(
-            f"affectfuse: unknown command {command!r}; commands: data inspect, data write, {', '.join(COMMANDS)}",
+            f"affectfuse: unknown command {command!r}; {hint}commands: data inspect, data write, {', '.join(COMMANDS)}",
             file=sys.stderr,
         )
         return 2
