@@ -4,10 +4,12 @@ Robust sentiment analysis under randomly missing features. Every sample is seen 
 random fraction r of its real positions dropped, `data.missing.drop_features`), through one shared network:
 
 1. Unimodal encoders. Text: the text encoder (fine-tuned BERT in the paper) gives local features H_l and an
-   utterance vector h_l ([CLS]). Audio / vision: a 1-layer LSTM whose outputs, mapped by one Linear, are the local
-   features H_a, H_v; the same Linear on the final hidden state gives h_a, h_v.
-2. One bias-free projection per modality to d_model D, shared by h_m and H_m. The global multimodal context is
-   G⁰ = [proj(h_l); proj(h_a); proj(h_v)] ∈ R^{M x D}; fixed sinusoidal positions are added to each H_m.
+   utterance vector h_l ([CLS]). Audio / vision: a 1-layer LSTM whose outputs, mapped by one Linear (none when the
+   LSTM is already `*_out` wide), are the local features H_a, H_v; the same map on the final hidden state gives h_a,
+   h_v.
+2. One bias-free projection per modality to d_model D (none when the modality is already D wide), shared by h_m and
+   H_m. The global multimodal context is G⁰ = [proj(h_l); proj(h_a); proj(h_v)] ∈ R^{M x D}; fixed sinusoidal
+   positions (`interleaved_positions`) are added to each H_m.
 3. EMT: in layer i, for each modality m, a mutual promotion unit (MPU) in both directions, each a cross-self
    transformer (CST: cross-attention, self-attention, GEGLU feed-forward, all pre-LN with residuals):
        H_m^{i+1} = CST(H_m^i, context=G^i)          local  <- global
@@ -42,15 +44,18 @@ Deviations from the official code:
   keys are all padding returns zeros (the official code attends uniformly over padding).
 - Corpora without a modality (POM has no text): G has one slot per present modality, M = 2, and the attention pool
   scores M contexts of M·D; the head, attraction and reconstruction use the present modalities only.
-- Positions: `layers.sinusoidal_positions` (fairseq layout, sines then cosines) instead of the official interleaved
-  table; both are fixed. The official projection is an Identity when a modality is already D wide; here it is
-  always a Linear. Options that are constant in every official config are not exposed: learnable positions (off),
+- Options that are constant in every official config are not exposed: learnable positions (off),
   position-embedding dropout (0), LSTM dropout (0), pool activation (tanh).
+
+Parity (tests/parity/test_emt_dlfr.py, docs/parity/emt_dlfr.md): with the official weights converted by
+`affectfuse.convert.emt_dlfr`, the official code's outputs, every loss term and every gradient are matched to
+1e-5 on a tiny BERT, with the official static missing masks (`loss_given_missing`), in eval and in train mode.
 - Loss terms use mean reductions as the official code; classification corpora use cross-entropy task terms.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +66,9 @@ from torch import Tensor, nn
 from ..config import InputSpec, Modalities, Recipe, TrainConfig, uses_bert_tokens
 from ..config.registry import register_model
 from ..data.batch import Batch
-from ..robustness.missing import drop_features
+from ..robustness.missing import apply_kept, drop_features
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean, sinusoidal_positions
+from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean
 from .text_encoder import NO_DECAY, TextEncoder
 
 
@@ -217,13 +222,27 @@ RECIPES = {
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def interleaved_positions(length: int, dim: int, *, device: torch.device | None = None) -> Tensor:
+    """The official fixed position table (T, D) for positions 0 .. T - 1, sines and cosines interleaved:
+    channel 2i holds sin(t ω_i) and channel 2i + 1 cos(t ω_i), with ω_i = 10000^(-2i / D) (an odd D has one sine
+    more than cosines). Not `layers.sinusoidal_positions`, whose fairseq table puts the sines first and spaces the
+    frequencies as 10000^(-i / (D/2 - 1)): both layout and frequencies differ (at D = 8 they differ by up to 1.9)."""
+    freqs = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs  # (T, ceil(D/2))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = angles.sin()
+    table[:, 1::2] = angles[:, : dim // 2].cos()
+    return table
+
+
 class AudioVisualEncoder(nn.Module):
-    """1-layer LSTM over the real steps, one Linear on every output step (H_m) and on the final hidden state (h_m)."""
+    """1-layer LSTM over the real steps, one Linear on every output step (H_m) and on the final hidden state (h_m);
+    as the official code, no Linear (the identity) when the LSTM is already `out_dim` wide."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
         super().__init__()
         self.rnn = nn.LSTM(in_dim, hidden, batch_first=True)
-        self.linear = nn.Linear(hidden, out_dim)
+        self.linear = nn.Linear(hidden, out_dim) if hidden != out_dim else nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, D_in), front-aligned (B, T) mask -> local (B, T, out), utterance (B, out)."""
@@ -409,7 +428,10 @@ class EMTDLFR(FusionModel):
         widths |= {"audio": config.audio_out, "vision": config.vision_out}
         widths = {m: widths[m] for m in self.modalities}  # d_m of h_m and of the local features before projection
         d, M = config.d_model, len(self.modalities)
-        self.project = nn.ModuleDict({m: nn.Linear(w, d, bias=False) for m, w in widths.items()})
+        # As the official code: a modality already D wide is not projected.
+        self.project = nn.ModuleDict(
+            {m: nn.Linear(w, d, bias=False) if w != d else nn.Identity() for m, w in widths.items()}
+        )
         self.fusion = EMT(config, M)
         self.head = nn.Sequential(
             nn.Dropout(config.post_fusion_dropout),
@@ -452,7 +474,7 @@ class EMTDLFR(FusionModel):
                 masks[m] = steps < lengths.unsqueeze(-1)
                 x, h[m] = self.encoders[m](x, masks[m])
             local = text_local if m == "text" else x
-            positions = sinusoidal_positions(local.shape[1], self.config.d_model, device=local.device)
+            positions = interleaved_positions(local.shape[1], self.config.d_model, device=local.device)
             H[m] = self.project[m](local) + positions.to(local.dtype)  # (B, T_m, D)
         G = torch.stack([self.project[m](h[m]) for m in self.modalities], dim=1)  # G⁰ (B, M, D)
         G, promoted = self.fusion(
@@ -469,24 +491,39 @@ class EMTDLFR(FusionModel):
         return Output(self.predict(self.encode(batch, local_output=False)))
 
     def loss(self, batch: Batch) -> Losses:
-        incomplete, kept = drop_features(batch, self.config.missing_rate, generator=self.generator, spec=self.spec)
-        # Incomplete view (~) and complete view; only the incomplete view's H^L is read (reconstruction).
-        s_m, s = self.encode(incomplete), self.encode(batch, local_output=False)
-        prediction_m, prediction = self.predict(s_m), self.predict(s)
+        """The training objective on a fresh incomplete view of `batch` (see `loss_given_missing`)."""
+        _, kept = drop_features(batch, self.config.missing_rate, generator=self.generator, spec=self.spec)
+        return self.loss_given_missing(batch, kept)
+
+    def loss_given_missing(self, batch: Batch, kept: dict[str, Tensor]) -> Losses:
+        """The objective of §4.4 with the incomplete view fixed by `kept` (modality -> (B, T_m) bool, True at the real
+        positions kept), e.g. the official static masks of `robustness.missing.split_missing_masks`.
+
+        Terms: the two task losses, the sum of the four attraction terms and of the reconstruction terms, and each
+        of them (`attraction_<x>`, `reconstruction_<m>`) for logging and parity checks.
+        """
+        incomplete = apply_kept(batch, kept, spec=self.spec)
+        # Complete view first, as the official code: the SimSiam BatchNorms update their running statistics in this
+        # order. Only the incomplete view's H^L is read (reconstruction).
+        s, s_m = self.encode(batch, local_output=False), self.encode(incomplete)
+        prediction, prediction_m = self.predict(s), self.predict(s_m)
         task_incomplete = task_loss(prediction_m, batch.label, self.spec)  # L_pred_m
         task_complete = task_loss(prediction, batch.label, self.spec)  # L_pred
+        terms = {"task_incomplete": task_incomplete, "task_complete": task_complete}
 
         # High-level feature attraction (SimSiam) for x in {g, h_l, h_a, h_v}.
-        features_m = {"global": s_m.G.flatten(1)} | s_m.h
         features = {"global": s.G.flatten(1)} | s.h
-        attraction = task_complete.new_zeros(())
+        features_m = {"global": s_m.G.flatten(1)} | s_m.h
+        attraction = {}
         for x, projector in self.aux["projector"].items():
             predictor = self.aux["predictor"][x]
-            z_m, z = projector(features_m[x]), projector(features[x])
-            attraction = attraction + attraction_loss(predictor(z_m), z_m, predictor(z), z)
+            z = projector(features[x])
+            p = predictor(z)
+            z_m = projector(features_m[x])
+            attraction[x] = attraction_loss(predictor(z_m), z_m, p, z)
 
         # Low-level feature reconstruction of the complete view at the dropped real positions of the incomplete one.
-        reconstruction = task_complete.new_zeros(())
+        reconstruction = {}
         for m, head in self.aux["reconstruct"].items():
             mask = batch.masks[m]
             dropped, _ = front_align((mask & ~kept[m]).unsqueeze(-1).to(s.G.dtype), mask)  # (B, T, 1)
@@ -495,20 +532,18 @@ class EMTDLFR(FusionModel):
                 dropped = dropped[:, 1:] if self.tokens else dropped
             else:
                 target, _ = front_align(batch.features[m], mask)
-            reconstruction = reconstruction + reconstruction_loss(head(s_m.H[m]), target, dropped[..., 0])
+            reconstruction[m] = reconstruction_loss(head(s_m.H[m]), target, dropped[..., 0])
 
+        terms["attraction"] = sum(attraction.values())
+        terms["reconstruction"] = sum(reconstruction.values())
+        terms |= {f"attraction_{x}": v for x, v in attraction.items()}
+        terms |= {f"reconstruction_{m}": v for m, v in reconstruction.items()}
         c = self.config
         total = (
             task_incomplete
-            + c.attraction_weight * (attraction + task_complete)
-            + c.reconstruction_weight * reconstruction
+            + c.attraction_weight * (terms["attraction"] + task_complete)
+            + c.reconstruction_weight * terms["reconstruction"]
         )
-        terms = {
-            "task_incomplete": task_incomplete,
-            "task_complete": task_complete,
-            "attraction": attraction,
-            "reconstruction": reconstruction,
-        }
         # Training metrics on the incomplete view's prediction, as the official code logs them.
         return Losses(total=total, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction_m.detach())
 
