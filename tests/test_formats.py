@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from affectfuse.data import formats
+from affectfuse.data.formats import pickles
 from affectfuse.data.corpus import DataFormatError, NonFiniteFeatureError
 from affectfuse.data.formats import (
     IEMOCAP_EMOTIONS,
@@ -805,8 +805,8 @@ def test_detect_format_unknown(tmp_path: Path) -> None:
 def test_load_corpus_reads_pickle_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = mmsa_file(tmp_path)
     calls = []
-    real = formats.load_pickle
-    monkeypatch.setattr(formats, "load_pickle", lambda p: calls.append(p) or real(p))
+    real = pickles.load_pickle
+    monkeypatch.setattr(pickles, "load_pickle", lambda p: calls.append(p) or real(p))
     corpus = load_corpus(path, text="bert_tokens")
     assert calls == [path] and corpus.spec.extractors["text"] == "bert-tokens"
 

@@ -270,9 +270,10 @@ def _load_cached(cache: Path, cid: str, words: Words | None) -> ClipFeatures | N
 
 def read_labels(path: Path | str) -> dict[str, tuple[float, str]]:
     """clip_id -> (label, split) from `clip_id,label[,split]` rows (split defaults to test), via the core reader."""
-    from ..data.formats import _read_label_csv, _Source
+    from ..data.formats.common import Source
+    from ..data.formats.mmsa_fet import read_label_csv
 
-    return _read_label_csv(path, _Source(str(path)))
+    return read_label_csv(path, Source(str(path)))
 
 
 def extract_dataset(
