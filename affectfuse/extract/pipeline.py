@@ -38,7 +38,7 @@ from .extractors import (
 from .media import VIDEO_SUFFIXES, clip_id, find_clips, probe, require_av
 from .transcripts import Words, read_segments, read_transcripts, read_word_csd, read_word_csv, words_for
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: cache files are .npz (arrays) + JSON (names, words), never pickles
 POOL_START_METHOD = "spawn"
 """Worker processes start fresh: forking a process whose torch/MediaPipe threads are running can deadlock."""
 ABSENT_DIM = 1
@@ -247,23 +247,40 @@ def _extract_to_cache(path: Path, words: Words | None, cache: Path) -> tuple[str
 
 
 def _save(cache: Path, clip: ClipFeatures) -> None:
-    atomic_write(cache / f"{clip.clip_id}.pkl", lambda f: pickle.dump(clip, f, protocol=pickle.HIGHEST_PROTOCOL))
+    """One clip's cache file: its arrays and, as a JSON string, its names and words (npz, read back without pickle,
+    so a file planted in the cache folder cannot run code)."""
+    arrays: dict[str, np.ndarray] = {}
+    for m, feats in clip.modalities.items():
+        arrays[f"{m}.values"], arrays[f"{m}.times"], arrays[f"{m}.mask"] = feats.values, feats.times, feats.mask
+    if clip.word_times is not None:
+        arrays["word_times"] = clip.word_times
+    meta = {"clip_id": clip.clip_id, "duration": clip.duration, "modalities": list(clip.modalities),
+            "words": clip.words, "notes": clip.notes}
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_write(cache / f"{clip.clip_id}.npz", lambda f: np.savez(f, **arrays))
 
 
 def _load_cached(cache: Path, cid: str, words: Words | None) -> ClipFeatures | None:
-    """A cached clip, if there is one extracted from the same words (a changed transcript means re-extracting)."""
-    file = cache / f"{cid}.pkl"
+    """A cached clip, if there is one extracted from the same words (a changed transcript means re-extracting);
+    anything unreadable or malformed counts as absent and is extracted again."""
+    file = cache / f"{cid}.npz"
     if not file.is_file():
         return None
     try:
-        with file.open("rb") as f:
-            clip = pickle.load(f)  # our own cache files, written atomically by `_save`
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        return None
-    if not isinstance(clip, ClipFeatures):
+        with np.load(file, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            modalities = {
+                m: Features(data[f"{m}.values"], data[f"{m}.times"], data[f"{m}.mask"]) for m in meta["modalities"]
+            }
+            clip = ClipFeatures(
+                clip_id=str(meta["clip_id"]), duration=float(meta["duration"]), modalities=modalities,
+                words=[str(w) for w in meta["words"]], notes=[str(n) for n in meta["notes"]],
+                word_times=data["word_times"] if "word_times" in data.files else None,
+            )
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         return None
     want_words = list(words.words) if words is not None and words.words else []
-    if clip.words != want_words:
+    if clip.words != want_words or clip.clip_id != cid:
         return None
     return clip
 

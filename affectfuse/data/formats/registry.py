@@ -128,9 +128,9 @@ def _sniff(path: Path) -> tuple[str, Any]:
         return found, None
     try:
         obj = pickles.load_pickle(path)
-    except DataFormatError as error:
-        if "forbidden" in str(error):
-            raise  # a refused global is the answer, not "unrecognised"
+    except pickles.ForbiddenPickleError:
+        raise  # a refused global is the answer, not "unrecognised"
+    except DataFormatError:
         raise _unknown(path, "neither HDF5 nor a pickle") from None
     found = _first("pickle", obj)
     if found is None:
