@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from ..config import InputSpec
 from ..data.corpus import Corpus, Split, spec_from_splits
 from ..io import atomic_write, write_json
+from ..workers import stopped_on_exit, watch_parent
 from .extractors import (
     NO_TEXT,
     FaceMeshVision,
@@ -231,8 +233,9 @@ class ExtractReport:
 _WORKER: Extractors | None = None
 
 
-def _init_worker(names: dict[str, str], text_model: str | None) -> None:
+def _init_worker(names: dict[str, str], text_model: str | None, parent_pid: int) -> None:
     global _WORKER
+    watch_parent(parent_pid)  # a worker never outlives the extract that started it
     _WORKER = Extractors.from_names(names, text_model)
 
 
@@ -424,8 +427,9 @@ def _extract_in_pool(
     context = multiprocessing.get_context(POOL_START_METHOD)
     text_model = str(extractors.text.path) if extractors.text else None
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(extractors.names, text_model)
-    ) as pool:
+        max_workers=workers, mp_context=context, initializer=_init_worker,
+        initargs=(extractors.names, text_model, os.getpid()),
+    ) as pool, stopped_on_exit(pool):
         futures = [pool.submit(_extract_to_cache, c, clip_words[clip_id(c)], cache) for c in todo]
         for future in as_completed(futures):
             cid, error = future.result()
