@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pytest
 
-from affectfuse.data.formats import pickles
 from affectfuse.data.corpus import DataFormatError, NonFiniteFeatureError
 from affectfuse.data.formats import (
     IEMOCAP_EMOTIONS,
@@ -22,6 +21,7 @@ from affectfuse.data.formats import (
     load_corpus,
     load_csd_corpus,
     load_mosi_utterance,
+    pickles,
     read_csd,
     read_lmf_pickle,
     read_mfn_h5,
