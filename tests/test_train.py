@@ -205,7 +205,7 @@ def test_fp16_on_cpu_and_unknown_precisions_are_refused_before_training(corpus):
     with pytest.raises(ValueError, match="fp16.*needs CUDA"):
         fit(tiny("lmf", corpus), corpus.split("train"), corpus.split("valid"),
             TrainConfig(precision="fp16", device="cpu"), progress=False)
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match=r"precision: expected one of \[.fp32., .bf16., .fp16.\]"):
         fit(tiny("lmf", corpus), corpus.split("train"), corpus.split("valid"),
             TrainConfig(precision="int8", device="cpu"), progress=False)  # type: ignore[arg-type]
 
