@@ -188,12 +188,15 @@ def test_mmsa_nonfinite_zero_warns_and_counts(tmp_path: Path) -> None:
     assert np.isfinite(corpus.split("train").features["audio"]).all()
 
 
-def test_mmsa_nan_labels_rejected(tmp_path: Path) -> None:
+def test_mmsa_nan_labels_are_unlabelled_and_inf_labels_rejected(tmp_path: Path) -> None:
     split = mmsa_split()
     split["regression_labels"][2] = np.nan
-    path = dump({"train": split}, tmp_path / "nan.pkl")
-    with pytest.raises(DataFormatError, match=r"key 'regression_labels': 1 labels are NaN or infinite"):
-        read_mmsa_pickle(path, nonfinite="zero")
+    corpus = read_mmsa_pickle(dump({"train": split}, tmp_path / "nan.pkl"))
+    labels = corpus.split("train").labels
+    assert np.isnan(labels[2, 0]) and np.isfinite(np.delete(labels, 2)).all()
+    split["regression_labels"][2] = np.inf
+    with pytest.raises(DataFormatError, match=r"key 'regression_labels': 1 labels are infinite"):
+        read_mmsa_pickle(dump({"train": split}, tmp_path / "inf.pkl"), nonfinite="zero")
 
 
 def test_mmsa_lengths_checked(tmp_path: Path) -> None:

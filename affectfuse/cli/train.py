@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from ..config.overrides import parse_overrides
+from ..config.overrides import parse_overrides, seed_list
 from ..outputs import claim
 
 
@@ -77,7 +77,7 @@ def cmd_train(args: TrainArgs) -> None:
         overrides["train.precision"] = args.precision
     if args.compile:
         overrides["train.compile"] = True
-    seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
+    seeds = seed_list(args.seed, args.seeds)
     corpus = load_data(args.data, nonfinite=args.nonfinite)
     from ..engine.train import is_main_process
 

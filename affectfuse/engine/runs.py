@@ -18,6 +18,7 @@ import numpy as np
 from ..config import Recipe
 from ..config.overrides import apply_overrides
 from ..config.registry import create_model, default_recipe, get_entry
+from ..data.checks import check_split, labelled, ready_for_training
 from ..data.corpus import Corpus
 from ..io import atomic_write, sha256_file, write_json
 from ..outputs import FinishedRunError, claim, prepare_run
@@ -85,6 +86,7 @@ def train_model(
     when it was trained with the same settings on the same data (by content), refused otherwise; `overwrite=True`
     trains again, keeping the old files in `attempt-N/`, as are those of an earlier attempt that did not finish.
     """
+    corpus = ready_for_training(corpus)
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
     config, train = apply_overrides(model_name, {**(overrides or {}), "train.seed": seed}, base)
     if out_dir is None or not is_main_process():
@@ -223,5 +225,12 @@ def evaluate_checkpoint(checkpoint: Path | str, corpus: Corpus, *, split: str = 
         raise ValueError(
             f"checkpoint {checkpoint} cannot be evaluated on {corpus.source or corpus.name}: " + "; ".join(problems)
         )
-    _, predictions, labels = predict(model, corpus.split(split))
+    scored = check_split(corpus, split)
+    unlabelled = int((~labelled(scored)).sum())
+    if unlabelled:
+        raise ValueError(
+            f"{unlabelled} of {len(scored)} samples of split {split!r} are unlabelled (NaN labels); evaluate scores "
+            "labelled data only — use `affectfuse predict` (or affectfuse.predict) for unlabelled clips"
+        )
+    _, predictions, labels = predict(model, scored)
     return metrics_for(model.spec).compute(predictions, labels)

@@ -154,7 +154,7 @@ def fit(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # one GPU per process
     autocast(device, train.precision)  # refuses fp16 on CPU before anything trains
     suite = metrics_for(model.spec)
-    monitor = suite.default_monitor if train.monitor == "auto" else train.monitor
+    monitor = suite.monitor(train.monitor)
     if world_size > 1 and device.type == "cuda":
         # batch statistics over the global batch, as one process would compute them (SyncBatchNorm is CUDA-only:
         # on CPU each process normalises by its own share's statistics)
@@ -206,7 +206,7 @@ def fit(
                 f"lower the learning rate (now {train.lr}) or enable gradient clipping (--set train.grad_clip=1.0)"
             )
         valid = evaluate(model, valid_loader, suite=suite)
-        improved = stopper.step(valid[monitor])
+        improved = stopper.step(suite.score(valid, monitor))
         if scheduler is not None and math.isfinite(valid[monitor]):
             scheduler.step(valid[monitor])
         record = {

@@ -365,7 +365,7 @@ def extract_dataset(
     unlabelled = [c.clip_id for c in ordered if c.clip_id not in label_table]
     if label_table and unlabelled:
         for cid in unlabelled:
-            notes.setdefault(cid, []).append("no row in the labels CSV: label 0, test split")
+            notes.setdefault(cid, []).append("no row in the labels CSV: unlabelled (NaN), test split")
     corpus = build_corpus(ordered, extractors, label_table, aligned=aligned, name=out.stem)
     write_dataset(corpus, out, extractors, ordered, aligned=aligned, labelled=bool(label_table))
     report = ExtractReport(
@@ -466,7 +466,7 @@ def build_corpus(
         raise ValueError("--aligned needs the text modality (word timings), but there is no text model")
     by_split: dict[str, list[tuple[ClipFeatures, float]]] = {}
     for clip in clips:
-        label, split = label_table.get(clip.clip_id, (0.0, "test"))
+        label, split = label_table.get(clip.clip_id, (float("nan"), "test"))  # unlabelled: NaN, never scored
         by_split.setdefault(split, []).append((clip, label))
     splits = {}
     for split in ("train", "valid", "test"):

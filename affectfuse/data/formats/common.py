@@ -136,12 +136,13 @@ class Source:
         return x
 
     def scores(self, value: Any, *, where: str, length: int | None = None) -> np.ndarray:
-        """Regression labels as (N, K) float32; NaN/inf labels are always an error (no fill value is meaningful)."""
+        """Regression labels as (N, K) float32. NaN marks an unlabelled sample (kept: `data inspect` counts it,
+        training leaves it out, evaluation refuses it, prediction works); an infinite label is an error."""
         y = self.numeric(value, where=where, ndim=(1, 2, 3), length=length)
         y = y.reshape(len(y), -1).astype(np.float32)
-        bad = int(np.count_nonzero(~np.isfinite(y)))
+        bad = int(np.count_nonzero(np.isinf(y)))
         if bad:
-            raise self.error(where, f"{bad} labels are NaN or infinite")
+            raise self.error(where, f"{bad} labels are infinite")
         return y
 
     def corpus(self, name: str, fmt: str, splits: dict[str, Split], **spec: Any) -> Corpus:
