@@ -38,7 +38,13 @@ _REASONS = {
 
 def write_error(path: Path | str, error: OSError) -> WriteError:
     reason = _REASONS.get(error.errno or 0, error.strerror or type(error).__name__)
-    return WriteError(error.errno, f"cannot write {path}: {reason}")
+    return _write_error(error.errno, f"cannot write {path}: {reason}")
+
+
+def _write_error(code: int | None, message: str) -> WriteError:
+    error = WriteError(message)  # one argument: str() is the message alone, without an "[Errno N]" prefix
+    error.errno = code
+    return error
 
 
 def ensure_folder(path: Path | str) -> Path:
@@ -63,10 +69,10 @@ def writable_target(path: Path | str) -> Path:
     except FileNotFoundError:
         return target
     if stat.S_ISDIR(mode):
-        raise WriteError(errno.EISDIR, f"cannot write {path}: it is a folder, expected a file path")
+        raise _write_error(errno.EISDIR, f"cannot write {path}: it is a folder, expected a file path")
     if not stat.S_ISREG(mode):
-        raise WriteError(errno.EINVAL, f"cannot write {path}: it is a special file (FIFO, device or socket), "
-                                       "not a regular file; refusing to replace it")
+        raise _write_error(errno.EINVAL, f"cannot write {path}: it is a special file (FIFO, device or socket), not a "
+                                         "regular file; refusing to replace it")
     return target
 
 

@@ -94,8 +94,8 @@ def train_model(
     with claim(out_dir):
         request = {"model": model_name, "config": dataclasses.asdict(config), "train": dataclasses.asdict(train),
                    "data_sha256": corpus.fingerprint()}
-        finished = _finished(Path(out_dir), request)
-        if finished is not None and not overwrite:
+        finished = None if overwrite else _finished(Path(out_dir), request)
+        if finished is not None:
             return finished
         prepare_run(out_dir, overwrite=overwrite)
         return _train(model_name, corpus, recipe_name, config, train, Path(out_dir), progress, on_epoch, request)
