@@ -47,6 +47,19 @@ def _write_error(code: int | None, message: str) -> WriteError:
     return error
 
 
+def readable_file(path: Path | str, what: str) -> Path:
+    """`path` as an existing regular file to read, or one line saying what it is instead: reading a FIFO or a
+    device would block or never end, and a folder is a different mistake than a missing file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, expected a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is a special file (FIFO, device or socket), expected a regular file")
+    return path
+
+
 def ensure_folder(path: Path | str) -> Path:
     """`path` as an existing folder (created with its parents), or a WriteError naming it."""
     try:

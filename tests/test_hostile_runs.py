@@ -338,3 +338,16 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return status != "Z"  # a zombie has exited (its parent, reaped by init, is gone)
+
+
+@pytest.mark.parametrize("command", [
+    ["data", "inspect", "{fifo}"],
+    ["evaluate", "{fifo}", "--data", DATA],
+    ["train", "-m", "lmf", "--data", "{fifo}", "--out", "{tmp}/o"],
+    ["train", "-m", "lmf", "--data", DATA, "--recipe-file", "{fifo}", "--out", "{tmp}/o"],
+])
+def test_a_fifo_given_as_input_is_refused_without_blocking(tmp_path: Path, capsys, command) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it to read would block forever: nobody writes into it
+    code = main([part.format(fifo=fifo, tmp=tmp_path) for part in command])
+    assert "special file" in _one_line_error(capsys, code)

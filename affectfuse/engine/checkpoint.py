@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..config import InputSpec
 from ..config.registry import config_from_dict, config_to_dict, get_entry
-from ..io import atomic_write
+from ..io import atomic_write, readable_file
 
 FORMAT_VERSION = 2
 """2: with a sha256 of the content (version 1, without it, still loads)."""
@@ -58,8 +58,7 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, expected a .pt file (e.g. {path}/best.pt)")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    readable_file(path, "checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip/pickle errors differ by corruption kind; all mean the same to a user

@@ -38,6 +38,7 @@ from typing import Any
 
 from ..config.overrides import apply_overrides
 from ..config.registry import get_entry
+from ..io import readable_file
 
 FIRST_SEED = 1111
 """`seeds = K` means K consecutive seeds from MMSA's first seed, 1111."""
@@ -124,8 +125,7 @@ class Run:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file {path} does not exist")
+    readable_file(path, "experiment file")
     suffix = path.suffix.lower()
     if suffix == ".toml":
         try:

@@ -81,9 +81,12 @@ def str_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def existing_path(path: PathLike) -> Path:
+    """An existing data file or folder; a FIFO or device is refused (reading it would block or never end)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"no such file or folder: {p}")
+    if not (p.is_file() or p.is_dir()):
+        raise DataFormatError(f"{p}: a special file (FIFO, device or socket), expected a data file or folder")
     return p
 
 
