@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputSpec
 from ..data.corpus import Corpus, Split, spec_from_splits
-from ..io import atomic_write, write_json
+from ..io import atomic_write, ensure_folder, write_error, write_json
 from ..workers import stopped_on_exit, watch_parent
 from .extractors import (
     NO_TEXT,
@@ -249,6 +249,16 @@ def _extract_to_cache(path: Path, words: Words | None, cache: Path) -> tuple[str
     return clip_id(path), None
 
 
+def _check_writable(folder: Path) -> None:
+    ensure_folder(folder)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise write_error(folder, error) from None
+
+
 def _save(cache: Path, clip: ClipFeatures) -> None:
     """One clip's cache file: its arrays and, as a JSON string, its names and words (npz, read back without pickle,
     so a file planted in the cache folder cannot run code)."""
@@ -334,6 +344,7 @@ def extract_dataset(
         timed = read_word_csd(wp, seg, ids) if wp.suffix.lower() == ".csd" else read_word_csv(wp)
     extractors = Extractors.create(fps=fps, text_model=text_model, text=text, vision=vision)
     cache = out.parent / f"{out.name}.cache" / extractors.digest()
+    _check_writable(cache)  # an unwritable output is the output's fault, not each clip's
     clip_words = {clip_id(c): words_for(c, text_table, timed) for c in clips}
 
     results: dict[str, ClipFeatures] = {}
