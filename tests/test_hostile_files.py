@@ -120,14 +120,14 @@ def test_real_shared_pickles_load_under_the_restriction() -> None:
 
 
 def test_planted_extract_cache_file_runs_nothing(tmp_path: Path, marker: Path) -> None:
-    from affectfuse.extract import pipeline
+    from affectfuse.extract.cache import load_cached
 
     cache = tmp_path / "cache"
     cache.mkdir()
     _dump(_Payload(marker), cache / "clip1.pkl")  # the old cache name: never read any more
     np.save(cache / "clip1.npz", np.array([_Payload(marker)], dtype=object), allow_pickle=True)
     (cache / "clip1.npz.npy").rename(cache / "clip1.npz")
-    assert pipeline._load_cached(cache, "clip1", None) is None
+    assert load_cached(cache, "clip1", None) is None
     assert not marker.exists()
 
 

@@ -15,7 +15,7 @@ import os
 import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 
 from ..config import InputSpec
 from ..data.corpus import Corpus, Split, spec_from_splits
-from ..io import atomic_write, ensure_folder, write_error, write_json
+from ..io import atomic_write, write_json
 from ..workers import stopped_on_exit, watch_parent
+from .cache import check_writable, load_cached, save_clip
 from .extractors import (
     NO_TEXT,
+    ClipFeatures,
     FaceMeshVision,
     Features,
     OpenSmileAudio,
@@ -45,18 +47,6 @@ POOL_START_METHOD = "spawn"
 """Worker processes start fresh: forking a process whose torch/MediaPipe threads are running can deadlock."""
 ABSENT_DIM = 1
 """A dataset without text (or vision) still has the MMSA key: one zero step per clip, masked out, 1-d."""
-
-
-@dataclass
-class ClipFeatures:
-    """The raw (unaligned) features of one clip, with its words and what went wrong along the way."""
-
-    clip_id: str
-    duration: float
-    modalities: dict[str, Features]
-    words: list[str] = field(default_factory=list)
-    word_times: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class Extractors:
@@ -243,59 +233,10 @@ def _extract_to_cache(path: Path, words: Words | None, cache: Path) -> tuple[str
     """Pool task: extract one clip into its cache file; (clip id, error message or None)."""
     assert _WORKER is not None
     try:
-        _save(cache, extract_clip(path, _WORKER, words))
+        save_clip(cache, extract_clip(path, _WORKER, words))
     except Exception as error:  # one bad clip is reported and skipped, never aborting the folder
         return clip_id(path), f"{type(error).__name__}: {error}"
     return clip_id(path), None
-
-
-def _check_writable(folder: Path) -> None:
-    ensure_folder(folder)
-    probe = folder / f".write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise write_error(folder, error) from None
-
-
-def _save(cache: Path, clip: ClipFeatures) -> None:
-    """One clip's cache file: its arrays and, as a JSON string, its names and words (npz, read back without pickle,
-    so a file planted in the cache folder cannot run code)."""
-    arrays: dict[str, np.ndarray] = {}
-    for m, feats in clip.modalities.items():
-        arrays[f"{m}.values"], arrays[f"{m}.times"], arrays[f"{m}.mask"] = feats.values, feats.times, feats.mask
-    if clip.word_times is not None:
-        arrays["word_times"] = clip.word_times
-    meta = {"clip_id": clip.clip_id, "duration": clip.duration, "modalities": list(clip.modalities),
-            "words": clip.words, "notes": clip.notes}
-    arrays["meta"] = np.array(json.dumps(meta))
-    atomic_write(cache / f"{clip.clip_id}.npz", lambda f: np.savez(f, **arrays))
-
-
-def _load_cached(cache: Path, cid: str, words: Words | None) -> ClipFeatures | None:
-    """A cached clip, if there is one extracted from the same words (a changed transcript means re-extracting);
-    anything unreadable or malformed counts as absent and is extracted again."""
-    file = cache / f"{cid}.npz"
-    if not file.is_file():
-        return None
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            modalities = {
-                m: Features(data[f"{m}.values"], data[f"{m}.times"], data[f"{m}.mask"]) for m in meta["modalities"]
-            }
-            clip = ClipFeatures(
-                clip_id=str(meta["clip_id"]), duration=float(meta["duration"]), modalities=modalities,
-                words=[str(w) for w in meta["words"]], notes=[str(n) for n in meta["notes"]],
-                word_times=data["word_times"] if "word_times" in data.files else None,
-            )
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return None
-    want_words = list(words.words) if words is not None and words.words else []
-    if clip.words != want_words or clip.clip_id != cid:
-        return None
-    return clip
 
 
 def read_labels(path: Path | str) -> dict[str, tuple[float, str]]:
@@ -344,13 +285,13 @@ def extract_dataset(
         timed = read_word_csd(wp, seg, ids) if wp.suffix.lower() == ".csd" else read_word_csv(wp)
     extractors = Extractors.create(fps=fps, text_model=text_model, text=text, vision=vision)
     cache = out.parent / f"{out.name}.cache" / extractors.digest()
-    _check_writable(cache)  # an unwritable output is the output's fault, not each clip's
+    check_writable(cache)  # an unwritable output is the output's fault, not each clip's
     clip_words = {clip_id(c): words_for(c, text_table, timed) for c in clips}
 
     results: dict[str, ClipFeatures] = {}
     todo = []
     for c in clips:
-        cached = _load_cached(cache, clip_id(c), clip_words[clip_id(c)] if extractors.text else None)
+        cached = load_cached(cache, clip_id(c), clip_words[clip_id(c)] if extractors.text else None)
         if cached is not None:
             results[cached.clip_id] = cached
         else:
@@ -415,7 +356,7 @@ def _extract_here(
             frames = int(round(info.duration * extractors.vision.fps)) if info and extractors.vision else 0
             with tqdm(total=frames, desc=cid, unit="frame", leave=False, disable=not progress or not frames) as bar:
                 clip = extract_clip(c, extractors, clip_words[cid], progress=bar.update)
-            _save(cache, clip)
+            save_clip(cache, clip)
             results[cid] = clip
         except Exception as error:  # reported and skipped, never aborting the folder
             failed[cid] = f"{type(error).__name__}: {error}"
@@ -447,7 +388,7 @@ def _extract_in_pool(
             if error:
                 failed[cid] = error
             else:
-                loaded = _load_cached(cache, cid, clip_words[cid] if extractors.text else None)
+                loaded = load_cached(cache, cid, clip_words[cid] if extractors.text else None)
                 if loaded is None:
                     failed[cid] = "its cache file could not be read back"
                 else:
