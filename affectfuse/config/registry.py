@@ -84,8 +84,8 @@ def make_config(name: str, base: Any = None, **overrides: Any) -> Any:
 
 def check_ranges(config: Any, what: str) -> None:
     """The ranges every method's settings share, read from the field names (no model file needs its own checks):
-    sizes (dims, heads, layers, rank, kernels) >= 1, counts `n_*` and seeds >= 0, dropout probabilities in [0, 1),
-    missing rates in [0, 1], learning rates > 0, every other number finite and >= 0."""
+    sizes (dims, heads, layers, rank, kernels) >= 1, counts `n_*`, seeds and `*_start` >= 0, dropout probabilities
+    in [0, 1), missing rates in [0, 1], learning rates > 0, every other number finite and >= 0."""
     for f in dataclasses.fields(config):
         value, where = getattr(config, f.name), f"{what}.{f.name}"
         if dataclasses.is_dataclass(value):
@@ -99,7 +99,8 @@ def _check_number(name: str, value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
     if isinstance(value, int):
-        low = 0 if "seed" in name or name.startswith("n_") else 1
+        counts = "seed" in name or name.startswith("n_") or name.endswith("_start")
+        low = 0 if counts else 1
         if value < low:
             raise ValueError(f"{where} must be an integer >= {low}, got {value}")
         return

@@ -122,6 +122,8 @@ class DMDConfig:
     """Dropout on the text features before the projection."""
     embed_dropout: float = 0.2
     """Dropout after the scaled input plus positions, at the entry of every transformer."""
+    position_start: int = 1
+    """First position of the sinusoidal table: 1 as the official (MulT/fairseq-derived) code."""
     attn_dropout: Modalities[float] = Modalities(text=0.3, audio=0.2, vision=0.0)
     """Attention dropout of the common self-attention transformer of each modality and of the crossmodal
     transformers whose *source* is that modality (official `attn_dropout`, `attn_dropout_a`, `attn_dropout_v`)."""
@@ -480,6 +482,7 @@ class DMD(FusionModel):
                 layers,
                 cross=cross,
                 embed_dropout=config.embed_dropout,
+                position_start=config.position_start,
                 attn_dropout=attn_dropout,
                 relu_dropout=config.relu_dropout,
                 res_dropout=config.res_dropout,

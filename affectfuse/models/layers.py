@@ -230,13 +230,27 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=out_bias)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, *, key_mask: Tensor | None = None, causal: bool = False
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        value: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        causal: bool = False,
     ) -> Tensor:
+        """`value` (B, Tk, Dc), when given, feeds the values while `context` feeds the keys (MulT's key and value
+        streams carry independent embedding-dropout masks); by default both come from `context`."""
         context = x if context is None else context
         b, tq, d = x.shape
         tk = context.shape[1]
         q = self.to_q(x).view(b, tq, self.heads, -1).transpose(1, 2)  # (B, h, Tq, d/h)
-        k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        if value is None:
+            k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        else:
+            w_k, w_v = self.to_kv.weight.chunk(2)
+            b_k, b_v = self.to_kv.bias.chunk(2) if self.to_kv.bias is not None else (None, None)
+            k = nn.functional.linear(context, w_k, b_k).view(b, tk, self.heads, -1).transpose(1, 2)
+            v = nn.functional.linear(value, w_v, b_v).view(b, tk, self.heads, -1).transpose(1, 2)
         mask = None
         if key_mask is not None:
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
@@ -319,13 +333,15 @@ class TransformerLayer(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         causal: bool = False,
+        value: Tensor | None = None,
     ) -> Tensor:
         h = self.norm(x)
         if self.cross:
             if context is None:
                 raise ValueError("a cross-attention layer needs a context sequence")
-            c = (self.context_norm or self.norm)(context)
-            x = x + self.drop(self.attn(h, c, key_mask=context_mask, causal=causal))
+            norm = self.context_norm or self.norm
+            v = None if value is None else norm(value)
+            x = x + self.drop(self.attn(h, norm(context), value=v, key_mask=context_mask, causal=causal))
         else:
             x = x + self.drop(self.attn(h, key_mask=mask, causal=causal))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
@@ -335,7 +351,10 @@ class TransformerEncoder(nn.Module):
     """MulT's (cross-modal) transformer: scale by sqrt(d), add sinusoidal positions, dropout, N pre-LN layers, LN.
 
     With `cross=True` every layer attends from `x` (the target modality) to `context` (the source modality), which
-    receives the same scaling and positions.
+    receives the same scaling and positions. As in the official code, the source's key and value streams each get
+    their own embedding-dropout mask while training (one shared mask made keys and values drop the same entries);
+    without embedding dropout they are one stream. Positions start at `position_start` (fairseq's table: 1).
+    Attention and feed-forward linears start from xavier-uniform weights and zero biases (the official init).
     """
 
     def __init__(
@@ -364,10 +383,18 @@ class TransformerEncoder(nn.Module):
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
+        for layer in self.layers:
+            for linear in (layer.attn.to_q, layer.attn.to_kv, layer.attn.out, layer.ffn.up, layer.ffn.down):
+                nn.init.xavier_uniform_(linear.weight)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+
+    def positioned(self, x: Tensor) -> Tensor:
+        positions = sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
+        return x * math.sqrt(self.dim) + positions
 
     def embed(self, x: Tensor) -> Tensor:
-        positions = sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
-        return self.embed_drop(x * math.sqrt(self.dim) + positions)
+        return self.embed_drop(self.positioned(x))
 
     def forward(
         self,
@@ -378,7 +405,12 @@ class TransformerEncoder(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         x = self.embed(x)
-        context = self.embed(context) if context is not None else None
+        value = None
+        if context is not None:
+            context = self.positioned(context)
+            if self.training and self.embed_drop.p > 0:
+                value = self.embed_drop(context)  # its own mask: the official code drops keys and values apart
+            context = self.embed_drop(context)
         for layer in self.layers:
-            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal)
+            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal, value=value)
         return self.norm(x)

@@ -33,8 +33,10 @@ Deviations from the official code (the paper says nothing about padding):
   padding-invariant across batches with different padded lengths).
 - The official code ties the dropout on the raw text features and the dropout after the position embedding in one
   flag (`embed_dropout`); MMSA splits them (`text_dropout`, `embed_dropout`). Both are fields here.
-- Positions count real steps from 0 (the shared sinusoidal table); the official fairseq table starts at 1 and gives
-  steps whose first feature is exactly 0 (taken as padding) a zero embedding.
+- Positions count real steps from `position_start` = 1, as the official fairseq table; that table also gives a step
+  whose first feature is exactly 0 (taken as padding) a zero embedding, which here only padded steps get (masked).
+- Linear layers of the transformers start as the official ones (xavier-uniform weights, zero biases); keys and
+  values of a crossmodal source get separate embedding-dropout masks, as the official code's two dropout calls.
 - Two-modality corpora (POM has no text): targets are the present modalities, each attending to the other one, so
   each target stream is d wide instead of 2d (the official partial modes drop targets, not sources).
 """
@@ -89,6 +91,9 @@ class MulTConfig:
     """Dropout on each residual branch."""
     out_dropout: float = 0.0
     """Dropout inside the residual output MLP (Table 5's "output dropout")."""
+    position_start: int = 1
+    """First position of the sinusoidal table: 1 as the official (fairseq) code; 0 was this project's earlier
+    default (no measurable effect on accuracy, but official weights then see shifted positions)."""
     causal: bool = False
     """Hide source steps later than the query (+ |T_S - T_T|, on padded lengths) as the official `attn_mask` does;
     off by default because it makes predictions depend on the batch's padding (see the module docstring)."""
@@ -266,6 +271,7 @@ class MulT(FusionModel):
                     config.layers,
                     cross=True,
                     embed_dropout=config.embed_dropout,
+                    position_start=config.position_start,
                     attn_dropout=config.attn_dropout[s],
                     relu_dropout=config.relu_dropout,
                     res_dropout=config.res_dropout,
@@ -283,6 +289,7 @@ class MulT(FusionModel):
                     config.heads,
                     max(config.layers, MIN_SELF_LAYERS),
                     embed_dropout=config.embed_dropout,
+                    position_start=config.position_start,
                     attn_dropout=config.self_attn_dropout,
                     relu_dropout=config.relu_dropout,
                     res_dropout=config.res_dropout,
