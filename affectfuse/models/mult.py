@@ -38,7 +38,11 @@ Deviations from the official code (the paper says nothing about padding):
 - Linear layers of the transformers start as the official ones (xavier-uniform weights, zero biases); keys and
   values of a crossmodal source get separate embedding-dropout masks, as the official code's two dropout calls.
 - Two-modality corpora (POM has no text): targets are the present modalities, each attending to the other one, so
-  each target stream is d wide instead of 2d (the official partial modes drop targets, not sources).
+  each target stream is d wide instead of 2d (the official partial modes drop targets, not sources; `only` is that
+  choice, e.g. ("text",) for `--lonly`, and builds no unused self-attention transformer).
+
+Parity: with converted official weights and unpadded input, outputs, loss and gradients equal the official code's
+within 1e-5 (aligned with `causal=True`, unaligned, and `only=("text",)`; tests/parity/test_mult.py, docs/parity.md).
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ class MulTConfig:
     """Dropout on each residual branch."""
     out_dropout: float = 0.0
     """Dropout inside the residual output MLP (Table 5's "output dropout")."""
+    only: tuple[str, ...] = ()
+    """The target modalities kept (official `--lonly/--aonly/--vonly`, e.g. ("text",)); empty: every modality of the
+    corpus is a target, as the official default (all three)."""
     position_start: int = 1
     """First position of the sinusoidal table: 1 as the official (fairseq) code; 0 was this project's earlier
     default (no measurable effect on accuracy, but official weights then see shifted positions)."""
@@ -256,6 +263,10 @@ class MulT(FusionModel):
         if len(self.targets) < 2:
             raise ValueError(f"MulT needs at least two modalities to attend across; this corpus has {self.targets}")
         d = config.dim
+        unknown = sorted(set(config.only) - set(self.targets))
+        if unknown:
+            raise ValueError(f"MulTConfig.only names {unknown}, not modalities of this corpus {list(self.targets)}")
+        self.outputs = tuple(m for m in self.targets if m in config.only) if config.only else self.targets
         self.text_encoder = TextEncoder(spec) if "text" in self.targets else None
         in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.targets}
         self.text_drop = nn.Dropout(config.text_dropout)
@@ -277,7 +288,7 @@ class MulT(FusionModel):
                     res_dropout=config.res_dropout,
                     causal=config.causal,
                 )
-                for t in self.targets
+                for t in self.outputs
                 for s in self.sources(t)
             }
         )
@@ -295,10 +306,10 @@ class MulT(FusionModel):
                     res_dropout=config.res_dropout,
                     causal=config.causal,
                 )
-                for t in self.targets
+                for t in self.outputs
             }
         )
-        combined = len(self.targets) * width
+        combined = len(self.outputs) * width
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
         self.out_drop = nn.Dropout(config.out_dropout)
@@ -317,7 +328,7 @@ class MulT(FusionModel):
                 x = self.text_drop(self.text_encoder(x, mask))
             x_hat[m], masks[m] = self.conv[m](x, mask), mask
         z = {}
-        for t in self.targets:
+        for t in self.outputs:
             z[t] = torch.cat(
                 [self.cross(f"{s}_to_{t}", x_hat[t], masks[t], x_hat[s], masks[s]) for s in self.sources(t)], dim=-1
             )
@@ -334,7 +345,7 @@ class MulT(FusionModel):
 
     def forward(self, batch: Batch) -> Output:
         z, masks = self.crossmodal_streams(batch)
-        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.targets], dim=-1)
+        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.outputs], dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))  # residual block, (B, M (M-1) d)
         return Output(self.shape_output(self.out(h)))
 
