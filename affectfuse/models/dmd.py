@@ -40,15 +40,17 @@ Deviations from the official code (and where it differs, from the paper):
   and zeros, as it would in a batch padded to exactly its length). Padded steps stay exactly zero through
   E^prt, E^com and D_m (all bias-free), every attention masks padded keys, and h_m / c̄_m are read at the last
   *real* step (the official code reads the last padded one). Predictions are therefore independent of padding.
-- No causal ("future") attention mask: the official `attn_mask: true` hides source steps later than the query plus
-  |T_S - T_T| measured on *padded* lengths, which makes predictions depend on padding (as in affectfuse's MulT).
+- No causal ("future") attention mask by default (`causal=True` restores it): the official `attn_mask: true` hides
+  source steps later than the query plus |T_S - T_T| measured on *padded* lengths, which makes predictions depend on
+  padding (as in affectfuse's MulT).
 - Kernel clamping. A kernel longer than the corpus's padded length T_m (utterance-level features, T_m = 1) is
   clamped to T_m: the extra taps could only ever see padding, and the official code would fail.
-- Flatten-Linear heads. The homogeneous heads and the margin projection flatten c_m over a fixed length, so they are
-  sized from the corpus: T'_m = spec.lengths[m] - k_m + 1 (the official code hard-codes MOSI/MOSEI lengths). A
-  batch shorter than that is padded with zero steps before flattening, and padded steps are zero, so the flattened
-  vector does not depend on the batch's padding for every sample whose real steps lie inside the spec length. Real
-  steps beyond it (data longer than the corpus it was built for) are an error.
+- Flatten-Linear heads. The homogeneous heads (time-major, as the official `c_l.transpose(0, 1).view`) and the margin
+  projection (channel-major, as the official `c_l.view` on (B, d, T')) flatten c_m over a fixed length, so they are
+  sized from the corpus: T'_m = spec.lengths[m] - k_m + 1 (the official code hard-codes MOSI/MOSEI lengths). A batch
+  shorter than that is padded with zero steps before flattening, and padded steps are zero, so the flattened vector
+  does not depend on the batch's padding for every sample whose real steps lie inside the spec length. Real steps
+  beyond it (data longer than the corpus it was built for) are an error.
 - L_ort. The official `CosineEmbeddingLoss(target=-1)` on (T', B, d) tensors took the cosine over the *batch* axis
   under PyTorch 1.9 and fails on current PyTorch ("1D target tensor expects 2D input tensors"); the paper's eq. (5)
   is a plain Σ_m cos(c_m, s_m) per sample. Here: Σ_m mean_b max(0, cos(flat s_m, flat c_m)) with each sample's
@@ -153,6 +155,9 @@ class DMDConfig:
     """Weight of the representation term inside each unit (`w_losses[1]`)."""
     gd_reg_weight: float = 10.0
     """Weight of the prior regulariser inside each unit (`gd_reg`)."""
+    causal: bool = False
+    """The official `attn_mask`: hide source steps later than the query (+ |T_S - T_T|, on padded lengths) in every
+    transformer. Off by default as in affectfuse's MulT: it makes predictions depend on the batch's padding."""
     homo_repr_in_total: bool = False
     """Add HomoGD's representation term to the objective (official: computed, not added)."""
     hetero_repr: Literal["repel", "attract"] = "repel"
@@ -486,6 +491,7 @@ class DMD(FusionModel):
                 attn_dropout=attn_dropout,
                 relu_dropout=config.relu_dropout,
                 res_dropout=config.res_dropout,
+                causal=config.causal,
             )
 
         # Homogeneous branch: self-attention over each c_m.
@@ -604,7 +610,10 @@ class DMD(FusionModel):
             reconstruction = reconstruction + masked_mse(x_hat, state.x_tilde[m], state.masks[m])
             cycle = cycle + masked_mse(self.specific[m](x_hat), state.s[m], state.masks[m])
             orthogonality = orthogonality + orthogonality_loss(state.s[m], state.c[m])
-        aligned = torch.stack([aux["align"][m](flat[m]) for m in self.modalities], dim=1).flatten(0, 1)  # (B·M, d)
+        # the margin projection reads c_m channel-major, (d, T') flattened, as the official `c_l.view(B, -1)` on
+        # (B, d, T') tensors: official weights then load as they are
+        channel_major = {m: f.unflatten(1, (self.steps[m], -1)).transpose(1, 2).flatten(1) for m, f in flat.items()}
+        aligned = torch.stack([aux["align"][m](channel_major[m]) for m in self.modalities], dim=1).flatten(0, 1)
         labels = batch.label.reshape(len(batch), -1).repeat_interleave(len(self.modalities), dim=0)  # (B·M, K)
         margin = margin_loss(aligned, labels, scale=c.margin_scale, categorical=spec.task == "classification")
 

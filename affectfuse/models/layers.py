@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -406,6 +407,13 @@ class TransformerEncoder(nn.Module):
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         x = self.embed(x)
         value = None
+        if self.causal and context is not None and context.shape[1] < x.shape[1]:
+            # The official future mask lets query i see source steps j <= i + |T_S - T_T|; the attention block offsets
+            # by T_S - T_T. Masked source steps appended to T_S' = 2 T_T - T_S make the two agree.
+            extra = 2 * (x.shape[1] - context.shape[1])
+            if context_mask is None:
+                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            context, context_mask = F.pad(context, (0, 0, 0, extra)), F.pad(context_mask, (0, extra))
         if context is not None:
             context = self.positioned(context)
             if self.training and self.embed_drop.p > 0:

@@ -336,11 +336,6 @@ class MulT(FusionModel):
 
     def cross(self, name: str, target: Tensor, target_mask: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
         """Z_{S→T} = CM_{S→T}(X̂_T, X̂_S): (B, T_T, d) queries attending to (B, T_S, d) keys and values."""
-        if self.config.causal and source.shape[1] < target.shape[1]:
-            # The official future mask lets query i see source steps j <= i + |T_S - T_T|; the shared attention
-            # block offsets by T_S - T_T. Masked source steps appended to T_S' = 2 T_T - T_S make the two agree.
-            extra = 2 * (target.shape[1] - source.shape[1])
-            source, source_mask = F.pad(source, (0, 0, 0, extra)), F.pad(source_mask, (0, extra))
         return self.crossmodal[name](target, target_mask, context=source, context_mask=source_mask)
 
     def forward(self, batch: Batch) -> Output:
