@@ -5,27 +5,22 @@ official pooling windows set as in the fixture)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from affectfuse import create_model
 from affectfuse.config import InputSpec, Modalities
-from affectfuse.convert import ConversionError, get_converter, load_converted
+from affectfuse.convert import ConversionError, load_converted
 from affectfuse.data.batch import Batch
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
-TOL = 1e-5
+from .official import assert_matches_official, group, load_fixture
+
 NAME = {"rgb": "vision", "spec": "audio", "text": "text"}
 
 
 def _setup(case: str):
-    with np.load(FIXTURES / f"sft_{case}.npz", allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    meta = json.loads((FIXTURES / f"sft_{case}.json").read_text())
+    arrays, meta = load_fixture(f"sft_{case}")
     spec = InputSpec(dims={NAME[m]: d for m, d in meta["dims"].items()},
                      lengths={NAME[m]: t for m, t in meta["lengths"].items()},
                      task="classification", num_classes=meta["classes"], metric_family="iemocap")
@@ -34,7 +29,7 @@ def _setup(case: str):
                           n_layers_pre_fusion=meta["n_layers_pre_fusion"],
                           n_layers_post_fusion=meta["n_layers_post_fusion"], pool_kernel=Modalities(**kernels),
                           pool_windows="floor" if case == "floor" else "ceil").config
-    state = {k[6:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("state/")}
+    state = group(arrays, "state")
     model = load_converted("sft", "official", state, config, spec)
     b = meta["batch"]
     batch = Batch(features={NAME[m]: torch.from_numpy(arrays[f"input/{m}"]) for m in NAME},
@@ -46,22 +41,7 @@ def _setup(case: str):
 @pytest.mark.parametrize("case", ["divisible", "floor"])
 def test_outputs_loss_and_gradients_equal_the_official_code(case: str) -> None:
     model, batch, arrays, config, _, _ = _setup(case)
-    model.eval()
-    with torch.no_grad():
-        logits = model(batch).prediction.reshape(len(batch.ids), -1)
-    np.testing.assert_allclose(logits.numpy(), arrays["eval/output"], atol=TOL, rtol=0)
-    model.train()
-    losses = model.loss(batch)
-    np.testing.assert_allclose(losses.prediction.reshape(len(batch.ids), -1).numpy(), arrays["train/output"],
-                               atol=TOL, rtol=0)
-    np.testing.assert_allclose(losses.total.item(), arrays["train/loss"], atol=TOL, rtol=0)
-    losses.total.backward()
-    grads = {k[5:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("grad/")}
-    expected = get_converter("sft", "official")(grads, config)
-    ours = dict(model.named_parameters())
-    assert set(expected) == set(ours)
-    for key, grad in expected.items():
-        np.testing.assert_allclose(ours[key].grad.numpy(), grad.numpy(), atol=TOL, rtol=1e-5, err_msg=key)
+    assert_matches_official(model, batch, arrays, config)
 
 
 def test_ceil_windows_differ_from_the_official_floor_only_when_steps_are_left_over() -> None:
