@@ -15,6 +15,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     A sample with no real step (a missing modality) pools to zeros instead of dividing by zero. MMSA averages over
     the padded length, which shrinks the features of short clips; we never do.
     """
+    if bool(mask.all()):  # every step real (utterance-level or aligned full-length data): a plain mean
+        return x.mean(1)
     weights = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
@@ -25,6 +27,8 @@ def front_align(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     Recurrent encoders pack sequences by length, which assumes end padding; the SDK pads at the front. After this
     both paddings give identical results.
     """
+    if not bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # no real step after a padded one: already in front
+        return x, mask.sum(1)
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices  # real steps first, in time order
     x = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
     return x, mask.sum(1)
@@ -72,10 +76,13 @@ class TextSubNet(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
         x, lengths = front_align(x, mask)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
+        if bool((lengths == x.shape[1]).all()):  # full-length batch: no padding to skip, no packing to pay for
+            _, (h, _) = self.rnn(x)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
         return self.linear(self.drop(h[0]))
 
 
@@ -111,6 +118,10 @@ def sinusoidal_positions(length: int, dim: int, *, start: int = 0, device: torch
     table = torch.cat([angles.sin(), angles.cos()], dim=1)
     return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
 
+
+CHUNKED_MIN_SCORES = 128 * 128
+"""Attention with dropout on CPU goes through the chunked kernel from this many scores per (sample, head) on; below
+it the score matrices are small enough that one batched pass (SDPA's math path) is faster than the per-chunk loop."""
 
 CHUNK_ELEMENTS = 1 << 18
 """Attention scores per chunk of the chunked kernel (1 MiB of float32: one 500 x 500 head stays in cache)."""
@@ -253,7 +264,7 @@ class MultiHeadAttention(nn.Module):
             k = nn.functional.linear(context, w_k, b_k).view(b, tk, self.heads, -1).transpose(1, 2)
             v = nn.functional.linear(value, w_v, b_v).view(b, tk, self.heads, -1).transpose(1, 2)
         mask = None
-        if key_mask is not None:
+        if key_mask is not None and not bool(key_mask.all()):  # an all-real mask would only cost the fused kernels
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
         if causal:
             future = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)[None, None]  # (1, 1, Tq, Tk)
@@ -265,7 +276,7 @@ class MultiHeadAttention(nn.Module):
             blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
             mask = mask | blind
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and use_chunked_dropout_attention(q):
+        if dropout > 0 and tq * tk >= CHUNKED_MIN_SCORES and use_chunked_dropout_attention(q):
             y = chunked_dropout_attention(q, k, v, mask, dropout)  # CPU has no fused kernel with dropout
         else:
             y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
