@@ -146,6 +146,9 @@ def test_converter_refuses_what_does_not_fit() -> None:
     wrong = {**state, "proj_v.weight": torch.zeros(meta["dim"], meta["dims"]["v"], 5)}
     with pytest.raises(ConversionError, match="other shapes.*project.vision.conv.weight"):
         load_converted("dmd", "official", wrong, config, spec)
+    bert = {**state, "text_model.model.pooler.dense.bias": torch.zeros(3)}  # BERT weights, but text is features here
+    with pytest.raises(ConversionError, match=r"unexpected \['text_encoder.bert.pooler.dense.bias'\]"):
+        load_converted("dmd", "official", bert, config, spec)
     partial = {k: v for k, v in state.items() if k != "hetero_gd.W_edge.weight"}
     with pytest.raises(ConversionError, match="aux.hetero_gd.W_edge.weight"):
         load_converted("dmd", "official", partial, config, spec)
