@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -201,13 +202,33 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
         return dq.mul_(dim**-0.5), dk.mul_(dim**-0.5), dv, None, None
 
 
+INITS = ("pytorch", "xavier")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def xavier_linear(linear: nn.Linear, *, weight_only: bool = False) -> None:
+    """fairseq's `Linear`: xavier-uniform weight, zero bias."""
+    nn.init.xavier_uniform_(linear.weight)
+    if linear.bias is not None and not weight_only:
+        nn.init.zeros_(linear.bias)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` (fused kernels where available).
 
     Queries come from `x` (B, Tq, D); keys and values from `context` (B, Tk, Dc), or from `x` for self-attention.
     `key_mask` (B, Tk) is True on real steps; a query whose keys are all padding (a missing modality) returns zeros
     instead of NaN. `causal=True` hides keys later than the query, aligned at the end of both sequences (MulT's
-    future mask for sequences of different lengths).
+    future mask for sequences of different lengths). `value_context` gives the values their own input (MulT's
+    separately dropped-out value stream); keys then come from `context` alone.
+
+    `init="xavier"` is fairseq's (MulT, MMSA, DMD): xavier-uniform weights over the joint (3 d, d) input projection
+    (as one matrix, so the bound is that of a 3d x d matrix), xavier-uniform output weights, zero biases.
+    `init="pytorch"` keeps `nn.Linear`'s default.
     """
 
     def __init__(
@@ -219,24 +240,51 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         qkv_bias: bool = True,
         out_bias: bool = True,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        check_init(init)
         self.heads = heads
         self.dropout = dropout
         self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
         self.out = nn.Linear(dim, dim, bias=out_bias)
+        if init == "xavier":
+            # One bound for q, k and v: fairseq initialises them as one (3 d, d) matrix.
+            fan_in = context_dim or dim
+            bound = math.sqrt(6.0 / (fan_in + 3 * dim)) if fan_in == dim else None
+            for linear in (self.to_q, self.to_kv):
+                if bound is None:
+                    nn.init.xavier_uniform_(linear.weight)
+                else:
+                    nn.init.uniform_(linear.weight, -bound, bound)
+            xavier_linear(self.out, weight_only=True)
+            for linear in (self.to_q, self.to_kv, self.out):
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, *, key_mask: Tensor | None = None, causal: bool = False
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        value_context: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        causal: bool = False,
     ) -> Tensor:
         context = x if context is None else context
         b, tq, d = x.shape
         tk = context.shape[1]
         q = self.to_q(x).view(b, tq, self.heads, -1).transpose(1, 2)  # (B, h, Tq, d/h)
-        k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        if value_context is None:
+            k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        else:
+            w_k, w_v = self.to_kv.weight.chunk(2)
+            b_k, b_v = (None, None) if self.to_kv.bias is None else self.to_kv.bias.chunk(2)
+            k = F.linear(context, w_k, b_k).view(b, tk, self.heads, -1).transpose(1, 2)
+            v = F.linear(value_context, w_v, b_v).view(b, tk, self.heads, -1).transpose(1, 2)
         mask = None
         if key_mask is not None:
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
@@ -260,16 +308,23 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear."""
+    """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear. `init="xavier"`: xavier-uniform weights and
+    zero biases (fairseq's `Linear`, as MulT's official code builds fc1/fc2)."""
 
-    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu") -> None:
+    def __init__(
+        self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu", init: str = "pytorch"
+    ) -> None:
         super().__init__()
         if activation not in ("relu", "geglu"):
             raise ValueError(f"activation must be 'relu' or 'geglu', got {activation!r}")
+        check_init(init)
         self.geglu = activation == "geglu"
         self.up = nn.Linear(dim, hidden * (2 if self.geglu else 1))
         self.drop = nn.Dropout(dropout)
         self.down = nn.Linear(hidden, dim)
+        if init == "xavier":
+            xavier_linear(self.up)
+            xavier_linear(self.down)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.up(x)
@@ -286,6 +341,9 @@ class TransformerLayer(nn.Module):
 
     x = x + Dropout(Attention(LN(x), LN_c(context)))        LN_c is LN itself when `shared_norm` (MulT)
     x = x + Dropout(FeedForward(LN(x)))
+
+    With `value_context` the values read their own stream, normalised by the same LN_c as the keys' stream (MulT's
+    official layer normalises its separately dropped-out key and value inputs one after the other).
     """
 
     def __init__(
@@ -301,14 +359,15 @@ class TransformerLayer(nn.Module):
         res_dropout: float = 0.0,
         activation: str = "relu",
         qkv_bias: bool = True,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
         self.cross = cross
         self.norm = nn.LayerNorm(dim)
         self.context_norm = nn.LayerNorm(dim) if cross and not shared_norm else None
-        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias)
+        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias, init=init)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation)
+        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation, init=init)
         self.drop = nn.Dropout(res_dropout)
 
     def forward(
@@ -317,6 +376,7 @@ class TransformerLayer(nn.Module):
         mask: Tensor | None = None,
         *,
         context: Tensor | None = None,
+        value_context: Tensor | None = None,
         context_mask: Tensor | None = None,
         causal: bool = False,
     ) -> Tensor:
@@ -324,8 +384,10 @@ class TransformerLayer(nn.Module):
         if self.cross:
             if context is None:
                 raise ValueError("a cross-attention layer needs a context sequence")
-            c = (self.context_norm or self.norm)(context)
-            x = x + self.drop(self.attn(h, c, key_mask=context_mask, causal=causal))
+            norm = self.context_norm or self.norm
+            c = norm(context)
+            v = None if value_context is None else norm(value_context)
+            x = x + self.drop(self.attn(h, c, value_context=v, key_mask=context_mask, causal=causal))
         else:
             x = x + self.drop(self.attn(h, key_mask=mask, causal=causal))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
@@ -336,6 +398,15 @@ class TransformerEncoder(nn.Module):
 
     With `cross=True` every layer attends from `x` (the target modality) to `context` (the source modality), which
     receives the same scaling and positions.
+
+    Options, defaults as in MulT's official code:
+    - `separate_kv_dropout`: the source is embedded twice, once for the keys and once for the values, with separate
+      embedding-dropout masks (the official encoder calls dropout on its key and value inputs separately). Only in
+      training with `embed_dropout > 0` do the streams differ; otherwise one stream serves both (one projection).
+      False: one dropout mask shared by keys and values.
+    - `positions` / `position_start`: add the sinusoidal table numbered from `position_start` (fairseq: 1);
+      `positions=False` adds none (MMSA's encoder default).
+    - `init`: "xavier" (fairseq's attention and feed-forward initialisation) or "pytorch" (`nn.Linear` defaults).
     """
 
     def __init__(
@@ -351,23 +422,39 @@ class TransformerEncoder(nn.Module):
         res_dropout: float = 0.0,
         causal: bool = False,
         position_start: int = 0,
+        positions: bool = True,
+        separate_kv_dropout: bool = True,
+        init: str = "xavier",
     ) -> None:
         super().__init__()
         self.dim = dim
         self.causal = causal
         self.position_start = position_start
+        self.positions = positions
+        self.separate_kv_dropout = separate_kv_dropout
         self.embed_drop = nn.Dropout(embed_dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
-                dim, heads, cross=cross, attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout
+                dim,
+                heads,
+                cross=cross,
+                attn_dropout=attn_dropout,
+                relu_dropout=relu_dropout,
+                res_dropout=res_dropout,
+                init=init,
             )
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 
+    def scale_and_position(self, x: Tensor) -> Tensor:
+        x = x * math.sqrt(self.dim)
+        if not self.positions:
+            return x
+        return x + sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
+
     def embed(self, x: Tensor) -> Tensor:
-        positions = sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
-        return self.embed_drop(x * math.sqrt(self.dim) + positions)
+        return self.embed_drop(self.scale_and_position(x))
 
     def forward(
         self,
@@ -378,7 +465,12 @@ class TransformerEncoder(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         x = self.embed(x)
-        context = self.embed(context) if context is not None else None
+        keys = values = None
+        if context is not None:
+            context = self.scale_and_position(context)
+            keys = self.embed_drop(context)
+            if self.separate_kv_dropout and self.training and self.embed_drop.p > 0:
+                values = self.embed_drop(context)  # a second, independent mask (official); None: values = keys
         for layer in self.layers:
-            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal)
+            x = layer(x, mask, context=keys, value_context=values, context_mask=context_mask, causal=self.causal)
         return self.norm(x)

@@ -20,7 +20,8 @@ Deviations from the official code (the paper says nothing about padding):
 - Readout at the last *real* step of each sample, not at the last padded step: with end padding the official code
   reads a padded position. A target modality with no real step reads out zeros. Sequences are first moved to the
   front of the padded length (`layers.front_align`), so front and end padding give the same result.
-- Temporal convolution without shortening: the official Conv1d (no padding, no bias) returns T - k + 1 steps. Here
+- Temporal convolution without shortening (`conv_keeps_length=False` restores the official one): the official Conv1d
+  (no padding, no bias) returns T - k + 1 steps. Here
   every real step t gets the window t..t+k-1 with zeros beyond the sample's real steps, which is exactly what the
   official code computes for any sample shorter than the padded length; the sequence keeps its length and mask, so
   no short sample loses a modality. A kernel longer than the corpus's padded length T_m (utterance-level features,
@@ -33,8 +34,17 @@ Deviations from the official code (the paper says nothing about padding):
   padding-invariant across batches with different padded lengths).
 - The official code ties the dropout on the raw text features and the dropout after the position embedding in one
   flag (`embed_dropout`); MMSA splits them (`text_dropout`, `embed_dropout`). Both are fields here.
-- Positions count real steps from 0 (the shared sinusoidal table); the official fairseq table starts at 1 and gives
-  steps whose first feature is exactly 0 (taken as padding) a zero embedding.
+- Positions. As the official fairseq table, positions are numbered from 1 (`position_start`, default 1) and the
+  table's layout is fairseq's. The official table derives positions from the input values: a step whose *first
+  feature* is exactly 0 counts as padding and gets a zero embedding, and the other steps are numbered by their index
+  in the padded sequence. Here positions count the real steps of front-aligned sequences, whatever their values:
+  padded steps get positions too, but as keys they are masked and as queries their outputs are never read, so
+  they cannot matter; with front padding (the SDK's) the official code numbers a sample's first real step after its
+  padding, here it is always step 1; and a real step whose first feature is exactly 0 (after the convolution, a
+  measure-zero event for real features) keeps its position here. The parity fixtures (unpadded inputs) agree to
+  float precision. MMSA's MULT adds no positions at all: `positions=False`.
+- Unused official parameters: the official model builds all three self-attention transformers even with
+  `--lonly/--aonly/--vonly` (`targets`); we build those of the kept targets only (the converter drops the rest).
 - Two-modality corpora (POM has no text): targets are the present modalities, each attending to the other one, so
   each target stream is d wide instead of 2d (the official partial modes drop targets, not sources).
 """
@@ -42,6 +52,7 @@ Deviations from the official code (the paper says nothing about padding):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +103,25 @@ class MulTConfig:
     causal: bool = False
     """Hide source steps later than the query (+ |T_S - T_T|, on padded lengths) as the official `attn_mask` does;
     off by default because it makes predictions depend on the batch's padding (see the module docstring)."""
+    targets: tuple[str, ...] = ("text", "audio", "vision")
+    """Target modalities kept (official `--lonly/--aonly/--vonly`: text/audio/vision only; all three by default).
+    Each kept target T gets its crossmodal transformers CM_{S→T} and its self-attention transformer; the readout
+    concatenates the kept targets only. Targets absent from the corpus are ignored (POM has no text)."""
+    position_start: int = 1
+    """Number of the first step in the sinusoidal positions: 1 as fairseq's table in the official code (0 was this
+    project's earlier choice)."""
+    positions: bool = True
+    """Add sinusoidal positions at the entry of every transformer (official); MMSA's MULT adds none (False)."""
+    separate_kv_dropout: bool = True
+    """Crossmodal keys and values get separate embedding-dropout masks (official: two dropout calls). False: one
+    mask shared by both (this project's earlier behaviour)."""
+    init: Literal["xavier", "pytorch"] = "xavier"
+    """Initialisation of the attention and feed-forward linears: fairseq's xavier-uniform weights and zero biases
+    (official) or `nn.Linear`'s default ("pytorch", this project's earlier behaviour). The conv and output layers
+    keep PyTorch's defaults in both (as the official code)."""
+    conv_keeps_length: bool = True
+    """True: the temporal convolution keeps each sequence's length (module docstring). False: the official valid
+    convolution, T_m - k + 1 steps, a sample's real steps shortened by k - 1 (one shorter than k loses the modality)."""
 
 
 def _table5(
@@ -227,35 +257,67 @@ RECIPES = {
 
 
 class TemporalConv(nn.Module):
-    """X̂_m = Conv1D(X_m, k): a k-step convolution to width d, no bias (official), keeping the sequence's length.
+    """X̂_m = Conv1D(X_m, k): a k-step convolution to width d, no bias (official).
 
-    Padded steps are zeroed first and k - 1 zero steps appended, so real step t sees steps t..t+k-1 of its own sample
-    and zeros beyond them, whatever the batch's padding.
+    Padded steps are zeroed first. With `keep_length` k - 1 zero steps are appended, so real step t sees steps
+    t..t+k-1 of its own sample and zeros beyond them, whatever the batch's padding, and the mask is unchanged.
+    Without it the convolution is the official valid one: T - k + 1 outputs, of which a front-aligned sample of
+    length n keeps n - k + 1 real ones (none when n < k).
     """
 
-    def __init__(self, in_dim: int, dim: int, kernel: int) -> None:
+    def __init__(self, in_dim: int, dim: int, kernel: int, *, keep_length: bool = True) -> None:
         super().__init__()
         self.kernel = kernel
+        self.keep_length = keep_length
         self.conv = nn.Conv1d(in_dim, dim, kernel_size=kernel, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, T, d)
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, T', d)
         x = (x * mask.unsqueeze(-1).to(x.dtype)).transpose(1, 2)  # (B, D_in, T)
-        return self.conv(F.pad(x, (0, self.kernel - 1))).transpose(1, 2)
+        # A valid convolution of a batch padded to fewer than k steps still returns one (masked) step.
+        extra = self.kernel - 1 if self.keep_length else max(0, self.kernel - x.shape[-1])
+        return self.conv(F.pad(x, (0, extra))).transpose(1, 2)
+
+    def output_mask(self, mask: Tensor) -> Tensor:
+        """The (B, T') mask of the outputs for a front-aligned (B, T) input mask."""
+        if self.keep_length:
+            return mask
+        return F.pad(mask, (0, max(0, self.kernel - mask.shape[1])))[:, self.kernel - 1 :]
 
 
 @register_model("mult", config=MulTConfig, recipes=RECIPES)
 class MulT(FusionModel):
     def __init__(self, config: MulTConfig, spec: InputSpec) -> None:
         super().__init__(config, spec)
-        self.targets = spec.modalities
-        if len(self.targets) < 2:
-            raise ValueError(f"MulT needs at least two modalities to attend across; this corpus has {self.targets}")
+        self.modalities = spec.modalities
+        if len(self.modalities) < 2:
+            raise ValueError(f"MulT needs at least two modalities to attend across; this corpus has {self.modalities}")
+        unknown = sorted(set(config.targets) - {"text", "audio", "vision"})
+        if unknown:
+            raise ValueError(f"MulT targets must be among text, audio, vision; got {unknown}")
+        self.targets = [m for m in self.modalities if m in config.targets]
+        if not self.targets:
+            raise ValueError(f"MulT targets {config.targets} name none of this corpus's modalities {self.modalities}")
         d = config.dim
-        self.text_encoder = TextEncoder(spec) if "text" in self.targets else None
-        in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.targets}
+        self.text_encoder = TextEncoder(spec) if "text" in self.modalities else None
+        in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.modalities}
         self.text_drop = nn.Dropout(config.text_dropout)
         self.conv = nn.ModuleDict(
-            {m: TemporalConv(in_dims[m], d, min(config.kernel[m], spec.lengths[m])) for m in self.targets}
+            {
+                m: TemporalConv(
+                    in_dims[m], d, min(config.kernel[m], spec.lengths[m]), keep_length=config.conv_keeps_length
+                )
+                for m in self.modalities
+            }
+        )
+        shared = dict(
+            embed_dropout=config.embed_dropout,
+            relu_dropout=config.relu_dropout,
+            res_dropout=config.res_dropout,
+            causal=config.causal,
+            position_start=config.position_start,
+            positions=config.positions,
+            separate_kv_dropout=config.separate_kv_dropout,
+            init=config.init,
         )
         # CM_{S→T} for every ordered pair of distinct modalities, keyed "source_to_target".
         self.crossmodal = nn.ModuleDict(
@@ -265,28 +327,22 @@ class MulT(FusionModel):
                     config.heads,
                     config.layers,
                     cross=True,
-                    embed_dropout=config.embed_dropout,
                     attn_dropout=config.attn_dropout[s],
-                    relu_dropout=config.relu_dropout,
-                    res_dropout=config.res_dropout,
-                    causal=config.causal,
+                    **shared,
                 )
                 for t in self.targets
                 for s in self.sources(t)
             }
         )
-        width = (len(self.targets) - 1) * d  # Z_T = [Z_{S1→T}; Z_{S2→T}]
+        width = (len(self.modalities) - 1) * d  # Z_T = [Z_{S1→T}; Z_{S2→T}]
         self.self_attention = nn.ModuleDict(
             {
                 t: TransformerEncoder(
                     width,
                     config.heads,
                     max(config.layers, MIN_SELF_LAYERS),
-                    embed_dropout=config.embed_dropout,
                     attn_dropout=config.self_attn_dropout,
-                    relu_dropout=config.relu_dropout,
-                    res_dropout=config.res_dropout,
-                    causal=config.causal,
+                    **shared,
                 )
                 for t in self.targets
             }
@@ -298,17 +354,18 @@ class MulT(FusionModel):
         self.out = nn.Linear(combined, spec.output_size)
 
     def sources(self, target: str) -> list[str]:
-        return [m for m in self.targets if m != target]
+        return [m for m in self.modalities if m != target]
 
     def crossmodal_streams(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Z_T = [Z_{S→T} for each source S] per target T, (B, T_T, (M-1) d), with the masks of the aligned inputs."""
+        """Z_T = [Z_{S→T} for each source S] per kept target T, (B, T_T, (M-1) d), with the masks of the projected
+        inputs (every modality's, sources included)."""
         x_hat, masks = {}, {}
-        for m in self.targets:
+        for m in self.modalities:
             x, lengths = front_align(batch.features[m], batch.masks[m])
             mask = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T_m), real steps first
             if m == "text":
                 x = self.text_drop(self.text_encoder(x, mask))
-            x_hat[m], masks[m] = self.conv[m](x, mask), mask
+            x_hat[m], masks[m] = self.conv[m](x, mask), self.conv[m].output_mask(mask)
         z = {}
         for t in self.targets:
             z[t] = torch.cat(
