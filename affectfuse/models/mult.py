@@ -8,13 +8,24 @@ out. The three readouts are concatenated and passed through a residual MLP and a
 
 Symbols (the paper's): L/A/V = text/audio/vision; X̂_m = Conv1D(X_m) ∈ R^{T_m x d}; D = crossmodal layers
 (`layers`); Z_{S→T} = CM_{S→T}(X̂_T, X̂_S) ∈ R^{T_T x d}. Every transformer (layers.TransformerEncoder) scales its
-input by sqrt(width), adds sinusoidal positions, applies dropout, runs pre-LN layers and ends with a LayerNorm; the
-crossmodal layers normalise query and source with the same LayerNorm, as the official code does.
+input by sqrt(width), adds sinusoidal positions numbered from 1, applies dropout, runs pre-LN layers and ends with a
+LayerNorm. As in the official code, a crossmodal transformer embeds its source twice, for the keys and for the
+values, with separate dropout masks, and its layers normalise query, keys and values with the same LayerNorm; the
+attention and feed-forward linears start from fairseq's xavier-uniform weights and zero biases.
+
+Parity: with the official weights converted (affectfuse/convert/mult.py) our default model reproduces the official
+`MULTModel` and MMSA's `MULT` on unpadded batches to 1e-6 (outputs, loss, gradients; tests/parity/test_mult.py,
+docs/parity/mult.md). Options restoring this project's earlier behaviour: `position_start=0`,
+`separate_kv_dropout=False`, `init="pytorch"`.
 
 Spec: shared/spec/methods.md §3. Paper hyper-parameters: Table 5 of the paper (appendix). Official code:
 yaohungt/Multimodal-Transformer (MIT); MMSA and EMT-DLFR carry variants of it. Re-implemented, nothing copied.
 
-Deviations from the official code (the paper says nothing about padding):
+Deviations from the official code (the paper says nothing about padding). Measured effect of the first two on the
+parity fixture `mult/unaligned` (d = 4, official weights, one sample end-padded by 2/1/3 text/audio/vision steps):
+the official prediction for that sample moves by 0.089 (0.389 -> 0.301) from its prediction without the padding;
+ours stays equal to it (to 1e-7); unpadded samples agree to 1e-7. They have no option: the official behaviour makes
+a prediction depend on the batch it is in, which no setting here should reproduce.
 - Key-padding masks. The official code attends over padded steps (it has no key-padding mask); here every
   attention ignores padded keys, and a source with no real step (a missing modality) contributes zeros.
 - Readout at the last *real* step of each sample, not at the last padded step: with end padding the official code
@@ -31,7 +42,9 @@ Deviations from the official code (the paper says nothing about padding):
   steps later than the query plus |T_S - T_T|, measured on the *padded* lengths. The paper does not describe it; it
   makes what a step sees depend on how much padding the batch has; and with the readout at the last step the
   self-attention part sees everything either way. `causal=True` restores it (same rule, padded lengths, hence not
-  padding-invariant across batches with different padded lengths).
+  padding-invariant across batches with different padded lengths). Measured: on the unpadded `mult/unaligned_causal`
+  fixture, turning the mask off moves predictions by up to 0.016; with it on, our prediction for the end-padded
+  sample above moves by 0.004 with the padding (0.375 -> 0.371). Its effect on trained accuracy was not measured.
 - The official code ties the dropout on the raw text features and the dropout after the position embedding in one
   flag (`embed_dropout`); MMSA splits them (`text_dropout`, `embed_dropout`). Both are fields here.
 - Positions. As the official fairseq table, positions are numbered from 1 (`position_start`, default 1) and the
