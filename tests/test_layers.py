@@ -99,9 +99,9 @@ def capture_values(encoder: TransformerEncoder) -> list:
     for layer in encoder.layers:
         forward = layer.forward
 
-        def spy(x, mask=None, *, context=None, value_context=None, _forward=forward, **kw):
-            seen.append((context, value_context))
-            return _forward(x, mask, context=context, value_context=value_context, **kw)
+        def spy(x, mask=None, *, context=None, value=None, _forward=forward, **kw):
+            seen.append((context, value))
+            return _forward(x, mask, context=context, value=value, **kw)
 
         layer.forward = spy
     return seen
@@ -132,10 +132,10 @@ def test_a_separate_value_stream_feeds_only_the_values():
     torch.manual_seed(0)
     layer = MultiHeadAttention(8, 2).eval()
     x, c = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
-    torch.testing.assert_close(layer(x, c, value_context=c), layer(x, c))
+    torch.testing.assert_close(layer(x, c, value=c), layer(x, c))
     # Values that are all one vector make the output independent of the keys' stream.
     v = torch.randn(1, 1, 8).expand(2, 5, 8)
-    torch.testing.assert_close(layer(x, c, value_context=v), layer(x, torch.randn(2, 5, 8), value_context=v))
+    torch.testing.assert_close(layer(x, c, value=v), layer(x, torch.randn(2, 5, 8), value=v))
 
 
 def test_xavier_init_is_fairseqs():

@@ -56,7 +56,7 @@ def _encoder(official: str, ours: str, width: int, layers: int) -> Iterator[tupl
 
 def _layout(config: MulTConfig) -> tuple[list[tuple[str, str, tuple[int, ...]]], list[str]]:
     """The official tensors our model needs (name, our name, shape) and the prefixes of official ones it drops."""
-    d, targets = config.dim, [m for m in MODALITIES if m in config.targets]
+    d, targets = config.dim, [m for m in MODALITIES if not config.only or m in config.only]
     entries, dropped = [], []
     for t in MODALITIES:
         if t not in targets:
@@ -79,6 +79,32 @@ def _layout(config: MulTConfig) -> tuple[list[tuple[str, str, tuple[int, ...]]],
     return entries, dropped
 
 
+def transformer(state: StateDict, official: str, ours: str) -> dict[str, Tensor]:
+    """Every tensor of one fairseq-style transformer `official.*` found in `state`, as our `ours.*`
+    (layers.TransformerEncoder); buffers without weights are dropped. Also used by the DMD converter, whose
+    transformers are MulT's. Refuses a key that is no part of such a transformer."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(official + ".") or key.endswith(BUFFERS):
+            continue
+        rest = key[len(official) + 1 :]
+        if rest in ("layer_norm.weight", "layer_norm.bias"):
+            out[f"{ours}.norm.{rest.split('.')[1]}"] = value
+            continue
+        parts = rest.split(".", 2)  # layers.<i>.<part>
+        if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit():
+            raise ConversionError(f"official key {key!r} is not a part of a MulT transformer layer")
+        prefix, part = f"{ours}.layers.{parts[1]}", parts[2]
+        if part in ("self_attn.in_proj_weight", "self_attn.in_proj_bias"):
+            kind, width = part.rsplit("_", 1)[1], value.shape[0] // 3
+            out[f"{prefix}.attn.to_q.{kind}"], out[f"{prefix}.attn.to_kv.{kind}"] = value[:width], value[width:]
+        elif part in LAYER:
+            out[f"{prefix}.{LAYER[part]}"] = value
+        else:
+            raise ConversionError(f"official key {key!r} is not a part of a MulT transformer layer")
+    return out
+
+
 def _fits(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     return len(shape) == len(expected) and all(e in (-1, s) for s, e in zip(shape, expected, strict=True))
 
@@ -94,7 +120,7 @@ def convert(state: StateDict, config: MulTConfig, *, source: str) -> dict[str, T
     unexpected = sorted(set(state) - required - optional)
     if missing or unexpected:
         raise ConversionError(
-            f"{source} MulT state dict does not fit dim={d}, layers={config.layers}, targets={config.targets}: "
+            f"{source} MulT state dict does not fit dim={d}, layers={config.layers}, only={config.only}: "
             f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
         )

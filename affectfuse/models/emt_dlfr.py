@@ -1,7 +1,7 @@
 """EMT-DLFR: Efficient Multimodal Transformer with Dual-Level Feature Restoration (Sun et al., IEEE TAFFC 2023).
 
 Robust sentiment analysis under randomly missing features. Every sample is seen twice, complete and incomplete (a
-random fraction r of its real positions dropped, `data.missing.drop_features`), through one shared network:
+random fraction r of its real positions dropped, `robustness.missing.drop_features`), through one shared network:
 
 1. Unimodal encoders. Text: the text encoder (fine-tuned BERT in the paper) gives local features H_l and an
    utterance vector h_l ([CLS]). Audio / vision: a 1-layer LSTM whose outputs, mapped by one Linear, are the local
@@ -26,10 +26,10 @@ Spec: shared/spec/methods.md §4 and §8. Official code: sunlicai/EMT-DLFR (MIT)
 
 Deviations from the official code:
 - Missing simulation: `loss` draws a new incomplete view at every call from a per-model `torch.Generator` seeded by
-  `missing_seed` (dropped with probability `missing_rate`; the rule of `data.missing`). The official code draws
+  `missing_seed` (dropped with probability `missing_rate`; the rule of `robustness.missing`). The official code draws
   static masks once per split at load time (NumPy seeds 111/1111/11111), identical across epochs and training
   seeds. `forward` predicts from the batch as given: to evaluate at rate r with the official protocol, corrupt the
-  validation/test splits with `data.missing.split_missing_masks` + `apply_masks` (what the robustness sweep does).
+  validation/test splits with `robustness.missing.split_missing_masks` + `apply_masks` (what the robustness sweep does).
   The generator's state is not checkpointed.
 - Model selection: the generic trainer selects on a metric of `forward` on the validation split (MAE for MOSI-style
   corpora), i.e. the official MOSEI criterion `Loss(pred_m)` on a corrupted validation split; the official MOSI/SIMS
@@ -42,15 +42,17 @@ Deviations from the official code:
   keys are all padding returns zeros (the official code attends uniformly over padding).
 - Corpora without a modality (POM has no text): G has one slot per present modality, M = 2, and the attention pool
   scores M contexts of M·D; the head, attraction and reconstruction use the present modalities only.
-- Positions: `layers.sinusoidal_positions` (fairseq layout, sines then cosines) instead of the official interleaved
-  table; both are fixed. The official projection is an Identity when a modality is already D wide; here it is
-  always a Linear. Options that are constant in every official config are not exposed: learnable positions (off),
-  position-embedding dropout (0), LSTM dropout (0), pool activation (tanh).
+- Positions: the official interleaved table (`interleaved_positions`), counted from each sequence's first real
+  step. As the official code, the audio/vision LSTM has no output Linear when it is already as wide as its output,
+  and a modality already D wide has no projection (an earlier version always added both: +1,328 parameters at
+  MOSEI shapes and another position table). Options that are constant in every official config are not exposed:
+  learnable positions (off), position-embedding dropout (0), LSTM dropout (0), pool activation (tanh).
 - Loss terms use mean reductions as the official code; classification corpora use cross-entropy task terms.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +65,7 @@ from ..config.registry import register_model
 from ..data.batch import Batch
 from ..robustness.missing import drop_features
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean, sinusoidal_positions
+from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean
 from .text_encoder import NO_DECAY, TextEncoder
 
 
@@ -217,13 +219,25 @@ RECIPES = {
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def interleaved_positions(length: int, dim: int, *, device: torch.device | None = None) -> Tensor:
+    """The official EMT position table (T, D), from step 0: sin at even channels, cos at odd ones, channel pair i at
+    frequency 10000^(-2i / D) (the "Attention is all you need" layout, not the fairseq one of `layers`)."""
+    steps = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freqs = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(steps * freqs)
+    table[:, 1::2] = torch.cos(steps * freqs[: dim // 2])
+    return table
+
+
 class AudioVisualEncoder(nn.Module):
     """1-layer LSTM over the real steps, one Linear on every output step (H_m) and on the final hidden state (h_m)."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
         super().__init__()
         self.rnn = nn.LSTM(in_dim, hidden, batch_first=True)
-        self.linear = nn.Linear(hidden, out_dim)
+        # as the official AuViSubNet: no Linear when the LSTM is already out_dim wide
+        self.linear = nn.Linear(hidden, out_dim) if hidden != out_dim else nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, D_in), front-aligned (B, T) mask -> local (B, T, out), utterance (B, out)."""
@@ -409,7 +423,10 @@ class EMTDLFR(FusionModel):
         widths |= {"audio": config.audio_out, "vision": config.vision_out}
         widths = {m: widths[m] for m in self.modalities}  # d_m of h_m and of the local features before projection
         d, M = config.d_model, len(self.modalities)
-        self.project = nn.ModuleDict({m: nn.Linear(w, d, bias=False) for m, w in widths.items()})
+        # bias-free projections to D, or none where a modality is already D wide (official)
+        self.project = nn.ModuleDict(
+            {m: nn.Linear(w, d, bias=False) if w != d else nn.Identity() for m, w in widths.items()}
+        )
         self.fusion = EMT(config, M)
         self.head = nn.Sequential(
             nn.Dropout(config.post_fusion_dropout),
@@ -452,7 +469,7 @@ class EMTDLFR(FusionModel):
                 masks[m] = steps < lengths.unsqueeze(-1)
                 x, h[m] = self.encoders[m](x, masks[m])
             local = text_local if m == "text" else x
-            positions = sinusoidal_positions(local.shape[1], self.config.d_model, device=local.device)
+            positions = interleaved_positions(local.shape[1], self.config.d_model, device=local.device)
             H[m] = self.project[m](local) + positions.to(local.dtype)  # (B, T_m, D)
         G = torch.stack([self.project[m](h[m]) for m in self.modalities], dim=1)  # G⁰ (B, M, D)
         G, promoted = self.fusion(

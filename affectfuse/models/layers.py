@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -15,6 +15,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     A sample with no real step (a missing modality) pools to zeros instead of dividing by zero. MMSA averages over
     the padded length, which shrinks the features of short clips; we never do.
     """
+    if bool(mask.all()):  # every step real (utterance-level or aligned full-length data): a plain mean
+        return x.mean(1)
     weights = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
@@ -25,6 +27,8 @@ def front_align(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     Recurrent encoders pack sequences by length, which assumes end padding; the SDK pads at the front. After this
     both paddings give identical results.
     """
+    if not bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # no real step after a padded one: already in front
+        return x, mask.sum(1)
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices  # real steps first, in time order
     x = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
     return x, mask.sum(1)
@@ -72,10 +76,13 @@ class TextSubNet(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
         x, lengths = front_align(x, mask)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
+        if bool((lengths == x.shape[1]).all()):  # full-length batch: no padding to skip, no packing to pay for
+            _, (h, _) = self.rnn(x)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
         return self.linear(self.drop(h[0]))
 
 
@@ -111,6 +118,10 @@ def sinusoidal_positions(length: int, dim: int, *, start: int = 0, device: torch
     table = torch.cat([angles.sin(), angles.cos()], dim=1)
     return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
 
+
+CHUNKED_MIN_SCORES = 128 * 128
+"""Attention with dropout on CPU goes through the chunked kernel from this many scores per (sample, head) on; below
+it the score matrices are small enough that one batched pass (SDPA's math path) is faster than the per-chunk loop."""
 
 CHUNK_ELEMENTS = 1 << 18
 """Attention scores per chunk of the chunked kernel (1 MiB of float32: one 500 x 500 head stays in cache)."""
@@ -210,10 +221,10 @@ def check_init(init: str) -> None:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def xavier_linear(linear: nn.Linear, *, weight_only: bool = False) -> None:
+def xavier_linear(linear: nn.Linear) -> None:
     """fairseq's `Linear`: xavier-uniform weight, zero bias."""
     nn.init.xavier_uniform_(linear.weight)
-    if linear.bias is not None and not weight_only:
+    if linear.bias is not None:
         nn.init.zeros_(linear.bias)
 
 
@@ -223,12 +234,7 @@ class MultiHeadAttention(nn.Module):
     Queries come from `x` (B, Tq, D); keys and values from `context` (B, Tk, Dc), or from `x` for self-attention.
     `key_mask` (B, Tk) is True on real steps; a query whose keys are all padding (a missing modality) returns zeros
     instead of NaN. `causal=True` hides keys later than the query, aligned at the end of both sequences (MulT's
-    future mask for sequences of different lengths). `value_context` gives the values their own input (MulT's
-    separately dropped-out value stream); keys then come from `context` alone.
-
-    `init="xavier"` is fairseq's (MulT, MMSA, DMD): xavier-uniform weights over the joint (3 d, d) input projection
-    (as one matrix, so the bound is that of a 3d x d matrix), xavier-uniform output weights, zero biases.
-    `init="pytorch"` keeps `nn.Linear`'s default.
+    future mask for sequences of different lengths).
     """
 
     def __init__(
@@ -242,6 +248,9 @@ class MultiHeadAttention(nn.Module):
         out_bias: bool = True,
         init: str = "pytorch",
     ) -> None:
+        """`init="xavier"` is fairseq's (MulT, MMSA, DMD): the query, key and value weights drawn as one (3 d, d)
+        xavier-uniform matrix (bound sqrt(6 / 4d), not each its own), xavier-uniform output weights, zero biases.
+        `init="pytorch"` keeps `nn.Linear`'s default."""
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
@@ -252,41 +261,37 @@ class MultiHeadAttention(nn.Module):
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
         self.out = nn.Linear(dim, dim, bias=out_bias)
         if init == "xavier":
-            # One bound for q, k and v: fairseq initialises them as one (3 d, d) matrix.
             fan_in = context_dim or dim
-            bound = math.sqrt(6.0 / (fan_in + 3 * dim)) if fan_in == dim else None
-            for linear in (self.to_q, self.to_kv):
-                if bound is None:
-                    nn.init.xavier_uniform_(linear.weight)
-                else:
-                    nn.init.uniform_(linear.weight, -bound, bound)
-            xavier_linear(self.out, weight_only=True)
+            bound = math.sqrt(6.0 / (fan_in + 3 * dim))  # fairseq's joint in_proj_weight
             for linear in (self.to_q, self.to_kv, self.out):
-                if linear.bias is not None:
-                    nn.init.zeros_(linear.bias)
+                xavier_linear(linear)
+            for linear in (self.to_q, self.to_kv):
+                nn.init.uniform_(linear.weight, -bound, bound)
 
     def forward(
         self,
         x: Tensor,
         context: Tensor | None = None,
         *,
-        value_context: Tensor | None = None,
+        value: Tensor | None = None,
         key_mask: Tensor | None = None,
         causal: bool = False,
     ) -> Tensor:
+        """`value` (B, Tk, Dc), when given, feeds the values while `context` feeds the keys (MulT's key and value
+        streams carry independent embedding-dropout masks); by default both come from `context`."""
         context = x if context is None else context
         b, tq, d = x.shape
         tk = context.shape[1]
         q = self.to_q(x).view(b, tq, self.heads, -1).transpose(1, 2)  # (B, h, Tq, d/h)
-        if value_context is None:
+        if value is None:
             k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
         else:
             w_k, w_v = self.to_kv.weight.chunk(2)
-            b_k, b_v = (None, None) if self.to_kv.bias is None else self.to_kv.bias.chunk(2)
-            k = F.linear(context, w_k, b_k).view(b, tk, self.heads, -1).transpose(1, 2)
-            v = F.linear(value_context, w_v, b_v).view(b, tk, self.heads, -1).transpose(1, 2)
+            b_k, b_v = self.to_kv.bias.chunk(2) if self.to_kv.bias is not None else (None, None)
+            k = nn.functional.linear(context, w_k, b_k).view(b, tk, self.heads, -1).transpose(1, 2)
+            v = nn.functional.linear(value, w_v, b_v).view(b, tk, self.heads, -1).transpose(1, 2)
         mask = None
-        if key_mask is not None:
+        if key_mask is not None and not bool(key_mask.all()):  # an all-real mask would only cost the fused kernels
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
         if causal:
             future = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)[None, None]  # (1, 1, Tq, Tk)
@@ -298,7 +303,7 @@ class MultiHeadAttention(nn.Module):
             blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
             mask = mask | blind
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and use_chunked_dropout_attention(q):
+        if dropout > 0 and tq * tk >= CHUNKED_MIN_SCORES and use_chunked_dropout_attention(q):
             y = chunked_dropout_attention(q, k, v, mask, dropout)  # CPU has no fused kernel with dropout
         else:
             y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
@@ -308,12 +313,12 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear. `init="xavier"`: xavier-uniform weights and
-    zero biases (fairseq's `Linear`, as MulT's official code builds fc1/fc2)."""
+    """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear."""
 
     def __init__(
         self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu", init: str = "pytorch"
     ) -> None:
+        """`init="xavier"`: xavier-uniform weights and zero biases (fairseq's `Linear`, MulT's fc1/fc2)."""
         super().__init__()
         if activation not in ("relu", "geglu"):
             raise ValueError(f"activation must be 'relu' or 'geglu', got {activation!r}")
@@ -341,9 +346,6 @@ class TransformerLayer(nn.Module):
 
     x = x + Dropout(Attention(LN(x), LN_c(context)))        LN_c is LN itself when `shared_norm` (MulT)
     x = x + Dropout(FeedForward(LN(x)))
-
-    With `value_context` the values read their own stream, normalised by the same LN_c as the keys' stream (MulT's
-    official layer normalises its separately dropped-out key and value inputs one after the other).
     """
 
     def __init__(
@@ -376,18 +378,17 @@ class TransformerLayer(nn.Module):
         mask: Tensor | None = None,
         *,
         context: Tensor | None = None,
-        value_context: Tensor | None = None,
         context_mask: Tensor | None = None,
         causal: bool = False,
+        value: Tensor | None = None,
     ) -> Tensor:
         h = self.norm(x)
         if self.cross:
             if context is None:
                 raise ValueError("a cross-attention layer needs a context sequence")
             norm = self.context_norm or self.norm
-            c = norm(context)
-            v = None if value_context is None else norm(value_context)
-            x = x + self.drop(self.attn(h, c, value_context=v, key_mask=context_mask, causal=causal))
+            v = None if value is None else norm(value)
+            x = x + self.drop(self.attn(h, norm(context), value=v, key_mask=context_mask, causal=causal))
         else:
             x = x + self.drop(self.attn(h, key_mask=mask, causal=causal))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
@@ -400,13 +401,13 @@ class TransformerEncoder(nn.Module):
     receives the same scaling and positions.
 
     Options, defaults as in MulT's official code:
-    - `separate_kv_dropout`: the source is embedded twice, once for the keys and once for the values, with separate
-      embedding-dropout masks (the official encoder calls dropout on its key and value inputs separately). Only in
-      training with `embed_dropout > 0` do the streams differ; otherwise one stream serves both (one projection).
-      False: one dropout mask shared by keys and values.
-    - `positions` / `position_start`: add the sinusoidal table numbered from `position_start` (fairseq: 1);
-      `positions=False` adds none (MMSA's encoder default).
-    - `init`: "xavier" (fairseq's attention and feed-forward initialisation) or "pytorch" (`nn.Linear` defaults).
+    - `separate_kv_dropout`: the source's key and value streams each get their own embedding-dropout mask (the
+      official encoder calls dropout on its key and value inputs apart). Only in training with `embed_dropout > 0`
+      do the streams differ; otherwise one stream serves both (one projection). False: one mask shared by both.
+    - `positions` / `position_start`: add the sinusoidal table numbered from `position_start` (fairseq: 1; this
+      default stays 0 for callers that relied on it); `positions=False` adds none (MMSA's encoder default).
+    - `init`: "xavier", fairseq's initialisation of the attention and feed-forward linears (see MultiHeadAttention),
+      or "pytorch" (`nn.Linear` defaults).
     """
 
     def __init__(
@@ -447,14 +448,14 @@ class TransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    def scale_and_position(self, x: Tensor) -> Tensor:
+    def positioned(self, x: Tensor) -> Tensor:
         x = x * math.sqrt(self.dim)
         if not self.positions:
             return x
         return x + sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
 
     def embed(self, x: Tensor) -> Tensor:
-        return self.embed_drop(self.scale_and_position(x))
+        return self.embed_drop(self.positioned(x))
 
     def forward(
         self,
@@ -465,12 +466,20 @@ class TransformerEncoder(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         x = self.embed(x)
-        keys = values = None
+        value = None
+        if self.causal and context is not None and context.shape[1] < x.shape[1]:
+            # The official future mask lets query i see source steps j <= i + |T_S - T_T|; the attention block offsets
+            # by T_S - T_T. Masked source steps appended to T_S' = 2 T_T - T_S make the two agree.
+            extra = 2 * (x.shape[1] - context.shape[1])
+            if context_mask is None:
+                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            context, context_mask = F.pad(context, (0, 0, 0, extra)), F.pad(context_mask, (0, extra))
         if context is not None:
-            context = self.scale_and_position(context)
+            context = self.positioned(context)
             keys = self.embed_drop(context)
             if self.separate_kv_dropout and self.training and self.embed_drop.p > 0:
-                values = self.embed_drop(context)  # a second, independent mask (official); None: values = keys
+                value = self.embed_drop(context)  # its own mask: the official code drops keys and values apart
+            context = keys
         for layer in self.layers:
-            x = layer(x, mask, context=keys, value_context=values, context_mask=context_mask, causal=self.causal)
+            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal, value=value)
         return self.norm(x)

@@ -17,7 +17,12 @@ Deviations from the paper (all follow the official code unless noted):
   until 2020 (LMF issue #9; MMSA's positional slice still skips them). The factors have their own learning rate,
   selected by name in `param_groups`.
 - Audio/vision averaged over real steps only; text LSTM packed by length; modalities absent from a corpus (POM has
-  no text) are left out of the product. L1 loss with mean reduction (official: sum).
+  no text) are left out of the product. L1 loss with mean reduction (official: sum over the batch): the gradient is
+  1/B of the official one, which Adam's update does not see (it is invariant to a constant gradient scale up to its
+  eps), and the loss no longer depends on the batch size.
+
+Parity: outputs, loss (x B) and gradients (x B) equal the official code's within 1e-5 in eval and in train mode
+(tests/parity/test_lmf_tfn.py, fixtures from tests/fixtures/parity/make_lmf_tfn.py; docs/parity.md).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class LMFConfig:
     """Rank r of the modality-specific factors (the paper searches {1, 4, 8, 16})."""
     factor_lr: float = 1e-3
     """Learning rate of the modality factors (the other parameters use the training config's `lr`)."""
+    use_softmax: bool = False
+    """Softmax over each target's outputs, as the official `use_softmax` (off by default there too). Our
+    classification loss takes logits, so switching it on reproduces the official double softmax."""
 
 
 def _emotion(happy: tuple, source: str) -> Recipe[LMFConfig]:
@@ -142,6 +150,8 @@ class LMF(FusionModel):
             projected = torch.einsum("bd,rdy->bry", append_one(z[m]), self.factors[m])
             product = projected if product is None else product * projected
         h = torch.einsum("or,bry->by", self.fusion_weights, product) + self.fusion_bias  # (B, d_y)
+        if self.config.use_softmax:
+            h = h.unflatten(1, (self.spec.num_targets, -1)).softmax(-1).flatten(1)
         return Output(self.shape_output(h))
 
     def param_groups(self, train: TrainConfig) -> list[dict[str, Any]]:

@@ -14,9 +14,9 @@ values, with separate dropout masks, and its layers normalise query, keys and va
 attention and feed-forward linears start from fairseq's xavier-uniform weights and zero biases.
 
 Parity: with the official weights converted (affectfuse/convert/mult.py) our default model reproduces the official
-`MULTModel` and MMSA's `MULT` on unpadded batches to 1e-6 (outputs, loss, gradients; tests/parity/test_mult.py,
-docs/parity/mult.md). Options restoring this project's earlier behaviour: `position_start=0`,
-`separate_kv_dropout=False`, `init="pytorch"`.
+`MULTModel` (and MMSA's `MULT`, with `positions=False, conv_keeps_length=False`) on unpadded batches to 1e-6
+(outputs, loss, gradients; tests/parity/test_mult.py, docs/parity/mult.md). Options restoring this project's earlier
+behaviour: `position_start=0`, `separate_kv_dropout=False`, `init="pytorch"`.
 
 Spec: shared/spec/methods.md §3. Paper hyper-parameters: Table 5 of the paper (appendix). Official code:
 yaohungt/Multimodal-Transformer (MIT); MMSA and EMT-DLFR carry variants of it. Re-implemented, nothing copied.
@@ -57,7 +57,8 @@ a prediction depend on the batch it is in, which no setting here should reproduc
   measure-zero event for real features) keeps its position here. The parity fixtures (unpadded inputs) agree to
   float precision. MMSA's MULT adds no positions at all: `positions=False`.
 - Unused official parameters: the official model builds all three self-attention transformers even with
-  `--lonly/--aonly/--vonly` (`targets`); we build those of the kept targets only (the converter drops the rest).
+  `--lonly/--aonly/--vonly` (`only`, e.g. ("text",) for `--lonly`); we build those of the kept targets only (the
+  converter drops the rest).
 - Two-modality corpora (POM has no text): targets are the present modalities, each attending to the other one, so
   each target stream is d wide instead of 2d (the official partial modes drop targets, not sources).
 """
@@ -113,28 +114,27 @@ class MulTConfig:
     """Dropout on each residual branch."""
     out_dropout: float = 0.0
     """Dropout inside the residual output MLP (Table 5's "output dropout")."""
-    causal: bool = False
-    """Hide source steps later than the query (+ |T_S - T_T|, on padded lengths) as the official `attn_mask` does;
-    off by default because it makes predictions depend on the batch's padding (see the module docstring)."""
-    targets: tuple[str, ...] = ("text", "audio", "vision")
-    """Target modalities kept (official `--lonly/--aonly/--vonly`: text/audio/vision only; all three by default).
-    Each kept target T gets its crossmodal transformers CM_{S→T} and its self-attention transformer; the readout
-    concatenates the kept targets only. Targets absent from the corpus are ignored (POM has no text)."""
+    only: tuple[str, ...] = ()
+    """The target modalities kept (official `--lonly/--aonly/--vonly`, e.g. ("text",)); empty: every modality of the
+    corpus is a target, as the official default (all three)."""
     position_start: int = 1
-    """Number of the first step in the sinusoidal positions: 1 as fairseq's table in the official code (0 was this
-    project's earlier choice)."""
+    """First position of the sinusoidal table: 1 as the official (fairseq) code; 0 was this project's earlier
+    default (official weights then see shifted positions: predictions move by 0.26-0.49 on the parity fixtures)."""
     positions: bool = True
     """Add sinusoidal positions at the entry of every transformer (official); MMSA's MULT adds none (False)."""
     separate_kv_dropout: bool = True
     """Crossmodal keys and values get separate embedding-dropout masks (official: two dropout calls). False: one
     mask shared by both (this project's earlier behaviour)."""
     init: Literal["xavier", "pytorch"] = "xavier"
-    """Initialisation of the attention and feed-forward linears: fairseq's xavier-uniform weights and zero biases
-    (official) or `nn.Linear`'s default ("pytorch", this project's earlier behaviour). The conv and output layers
-    keep PyTorch's defaults in both (as the official code)."""
+    """Initialisation of the attention and feed-forward linears: fairseq's (official: xavier-uniform weights, the
+    query/key/value ones as one (3d, d) matrix, zero biases) or `nn.Linear`'s default ("pytorch", this project's
+    earlier behaviour). The convolutions and the output MLP keep PyTorch's defaults in both, as the official code."""
     conv_keeps_length: bool = True
     """True: the temporal convolution keeps each sequence's length (module docstring). False: the official valid
     convolution, T_m - k + 1 steps, a sample's real steps shortened by k - 1 (one shorter than k loses the modality)."""
+    causal: bool = False
+    """Hide source steps later than the query (+ |T_S - T_T|, on padded lengths) as the official `attn_mask` does;
+    off by default because it makes predictions depend on the batch's padding (see the module docstring)."""
 
 
 def _table5(
@@ -301,25 +301,23 @@ class TemporalConv(nn.Module):
 class MulT(FusionModel):
     def __init__(self, config: MulTConfig, spec: InputSpec) -> None:
         super().__init__(config, spec)
-        self.modalities = spec.modalities
-        if len(self.modalities) < 2:
-            raise ValueError(f"MulT needs at least two modalities to attend across; this corpus has {self.modalities}")
-        unknown = sorted(set(config.targets) - {"text", "audio", "vision"})
-        if unknown:
-            raise ValueError(f"MulT targets must be among text, audio, vision; got {unknown}")
-        self.targets = [m for m in self.modalities if m in config.targets]
-        if not self.targets:
-            raise ValueError(f"MulT targets {config.targets} name none of this corpus's modalities {self.modalities}")
+        self.targets = spec.modalities
+        if len(self.targets) < 2:
+            raise ValueError(f"MulT needs at least two modalities to attend across; this corpus has {self.targets}")
         d = config.dim
-        self.text_encoder = TextEncoder(spec) if "text" in self.modalities else None
-        in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.modalities}
+        unknown = sorted(set(config.only) - set(self.targets))
+        if unknown:
+            raise ValueError(f"MulTConfig.only names {unknown}, not modalities of this corpus {list(self.targets)}")
+        self.outputs = tuple(m for m in self.targets if m in config.only) if config.only else self.targets
+        self.text_encoder = TextEncoder(spec) if "text" in self.targets else None
+        in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.targets}
         self.text_drop = nn.Dropout(config.text_dropout)
         self.conv = nn.ModuleDict(
             {
                 m: TemporalConv(
                     in_dims[m], d, min(config.kernel[m], spec.lengths[m]), keep_length=config.conv_keeps_length
                 )
-                for m in self.modalities
+                for m in self.targets
             }
         )
         shared = dict(
@@ -343,11 +341,11 @@ class MulT(FusionModel):
                     attn_dropout=config.attn_dropout[s],
                     **shared,
                 )
-                for t in self.targets
+                for t in self.outputs
                 for s in self.sources(t)
             }
         )
-        width = (len(self.modalities) - 1) * d  # Z_T = [Z_{S1→T}; Z_{S2→T}]
+        width = (len(self.targets) - 1) * d  # Z_T = [Z_{S1→T}; Z_{S2→T}]
         self.self_attention = nn.ModuleDict(
             {
                 t: TransformerEncoder(
@@ -357,30 +355,29 @@ class MulT(FusionModel):
                     attn_dropout=config.self_attn_dropout,
                     **shared,
                 )
-                for t in self.targets
+                for t in self.outputs
             }
         )
-        combined = len(self.targets) * width
+        combined = len(self.outputs) * width
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
         self.out_drop = nn.Dropout(config.out_dropout)
         self.out = nn.Linear(combined, spec.output_size)
 
     def sources(self, target: str) -> list[str]:
-        return [m for m in self.modalities if m != target]
+        return [m for m in self.targets if m != target]
 
     def crossmodal_streams(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Z_T = [Z_{S→T} for each source S] per kept target T, (B, T_T, (M-1) d), with the masks of the projected
-        inputs (every modality's, sources included)."""
+        """Z_T = [Z_{S→T} for each source S] per target T, (B, T_T, (M-1) d), with the masks of the aligned inputs."""
         x_hat, masks = {}, {}
-        for m in self.modalities:
+        for m in self.targets:
             x, lengths = front_align(batch.features[m], batch.masks[m])
             mask = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T_m), real steps first
             if m == "text":
                 x = self.text_drop(self.text_encoder(x, mask))
             x_hat[m], masks[m] = self.conv[m](x, mask), self.conv[m].output_mask(mask)
         z = {}
-        for t in self.targets:
+        for t in self.outputs:
             z[t] = torch.cat(
                 [self.cross(f"{s}_to_{t}", x_hat[t], masks[t], x_hat[s], masks[s]) for s in self.sources(t)], dim=-1
             )
@@ -388,16 +385,11 @@ class MulT(FusionModel):
 
     def cross(self, name: str, target: Tensor, target_mask: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
         """Z_{S→T} = CM_{S→T}(X̂_T, X̂_S): (B, T_T, d) queries attending to (B, T_S, d) keys and values."""
-        if self.config.causal and source.shape[1] < target.shape[1]:
-            # The official future mask lets query i see source steps j <= i + |T_S - T_T|; the shared attention
-            # block offsets by T_S - T_T. Masked source steps appended to T_S' = 2 T_T - T_S make the two agree.
-            extra = 2 * (target.shape[1] - source.shape[1])
-            source, source_mask = F.pad(source, (0, 0, 0, extra)), F.pad(source_mask, (0, extra))
         return self.crossmodal[name](target, target_mask, context=source, context_mask=source_mask)
 
     def forward(self, batch: Batch) -> Output:
         z, masks = self.crossmodal_streams(batch)
-        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.targets], dim=-1)
+        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.outputs], dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))  # residual block, (B, M (M-1) d)
         return Output(self.shape_output(self.out(h)))
 

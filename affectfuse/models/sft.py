@@ -36,10 +36,11 @@ Deviations from the official code:
   attention ignores padded keys, padded steps never win a max nor count in an average, and a window without a real
   step becomes a padded token. A sample missing a modality keeps that modality's [CLS] (which then attends only to
   itself) in the fused [CLS] sum and contributes no pooled token.
-- Ceil windows. nn.MaxPool1d without padding keeps ⌊T/k⌋ windows and silently drops the last T mod k steps (MOSEI:
-  500 steps, k = 64 -> 7 tokens, the last 52 steps never seen). We keep ⌈T/k⌉ windows, the last one partial, so no
-  real step is lost and appended padding cannot change a prediction: MOSEI gives 1/8/8 text/audio/vision tokens and
-  a fused length of 18 instead of 16.
+- Ceil windows (`pool_windows="ceil"`, default). nn.MaxPool1d without padding keeps ⌊T/k⌋ windows and silently
+  drops the last T mod k steps (MOSEI: 500 steps, k = 64 -> 7 tokens, the last 52 steps never seen). We keep ⌈T/k⌉
+  windows, the last one partial, so no real step is lost and appended padding cannot change a prediction: MOSEI
+  gives 1/8/8 text/audio/vision tokens and a fused length of 18 instead of 16. `pool_windows="floor"` is the
+  official behaviour (tested against the official code).
 - A kernel longer than the corpus's padded length T_m is clamped to T_m (utterance-level features, T_m = 1, give one
   token per modality).
 - Learned positions exist for T_m + 1 slots, sized from `spec.lengths`. A batch with more *real* steps than that is an
@@ -62,6 +63,10 @@ Deviations from the official code:
   incomplete batches; here the trainer selects on its monitor over all epochs and uses every batch.
 - Initialisation: [CLS] tokens and position tables are N(0, 1) as in the code; linear layers keep PyTorch's defaults
   (nn.MultiheadAttention initialises its input projection with Xavier instead).
+
+Parity: with converted official weights and unpadded input, logits, cross-entropy and gradients equal the official
+code's within 1e-5, with `pool_windows="floor"` also when T_m is not a multiple of k_m (tests/parity/test_sft.py;
+the official sparse-pooling attention is run as its dense path, see the fixture script; docs/parity.md).
 """
 
 from __future__ import annotations
@@ -99,6 +104,10 @@ class SFTConfig:
     video, audio, text). A modality of T_m steps keeps ⌈T_m / k_m⌉ tokens; k_m is clamped to T_m."""
     pool: Literal["max", "avg"] = "max"
     """Pooling of each window: `max` (every published run) or `avg`, both over real steps only."""
+    pool_windows: Literal["ceil", "floor"] = "ceil"
+    """`ceil`: ⌈T_m / k_m⌉ windows, the last one partial, so every real step is pooled; `floor`: the official
+    nn.MaxPool1d's ⌊T_m / k_m⌋ windows of the padded length, dropping the last T_m mod k_m steps (on MOSEI 52 of
+    the 500 audio and vision steps are never seen)."""
     dropout: float = 0.0
     """Dropout on every residual branch and inside the MLPs (official `--dropout`, 0 in every published run)."""
     mixup: bool = False
@@ -222,16 +231,20 @@ class SparsePooling(nn.Module):
     """The sparse-pooling block of one modality: an attention sub-layer (dense; see the module docstring), then its
     [CLS] token for the fused sum and its other tokens pooled to ⌈T/k⌉."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, *, kernel: int, pool: str) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, *, kernel: int, pool: str, keep: int | None) -> None:
         super().__init__()
         self.attention = AttentionSublayer(dim, heads, dropout)
         self.kernel = kernel
         self.pool = pool
+        self.keep = keep  # `floor` windows: only the first ⌊T/k⌋ k steps of the padded length are pooled
 
     def forward(self, z: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, 1 + T, d), (B, 1 + T) -> [CLS] (B, d), pooled tokens (B, ⌈T/k⌉, d) and their mask (B, ⌈T/k⌉)."""
         z = self.attention(z, mask)
-        tokens, token_mask = pool_tokens(z[:, 1:], mask[:, 1:], self.kernel, self.pool)
+        steps, step_mask = z[:, 1:], mask[:, 1:]
+        if self.keep is not None:
+            steps, step_mask = steps[:, : self.keep], step_mask[:, : self.keep]
+        tokens, token_mask = pool_tokens(steps, step_mask, self.kernel, self.pool)
         return z[:, 0], tokens, token_mask
 
 
@@ -292,7 +305,11 @@ class SFT(FusionModel):
             {m: nn.ModuleList(Block(d, h, p) for _ in range(config.n_layers_pre_fusion)) for m in self.modalities}
         )
         self.sparse_pooling = nn.ModuleDict(
-            {m: SparsePooling(d, h, p, kernel=self.kernels[m], pool=config.pool) for m in self.modalities}
+            {
+                m: SparsePooling(d, h, p, kernel=k, pool=config.pool,
+                                 keep=spec.lengths[m] // k * k if config.pool_windows == "floor" else None)
+                for m, k in self.kernels.items()
+            }
         )
         self.joint = nn.ModuleList(Block(d, h, p) for _ in range(config.n_layers_post_fusion))
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, spec.output_size))

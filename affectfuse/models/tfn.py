@@ -17,6 +17,12 @@ Deviations from the paper / official code:
 - The output sigmoid (scaled to the label range, e.g. x6 - 3 on MOSI) is kept for bounded sentiment scores;
   targets with no known range (POM traits) get a linear output; classification gets logits.
 - Loss: L1 with mean reduction (official: sum); the two differ by a constant factor Adam is insensitive to.
+- Z is flattened in the corpus's modality order (text, audio, vision); the official code flattens audio ⊗ video ⊗
+  text. The order is a permutation of the first inference layer's columns (the converter applies it to official
+  weights): no effect on what the model computes.
+
+Parity: with converted official weights, outputs, loss (x B) and gradients (x B) equal the official code's within
+1e-5 in eval and in train mode (tests/parity/test_lmf_tfn.py; docs/parity.md).
 """
 
 from __future__ import annotations

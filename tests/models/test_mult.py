@@ -170,7 +170,7 @@ def test_defaults_are_the_official_codes():
     from affectfuse.models.mult import MulTConfig
 
     config = MulTConfig()
-    assert config.targets == ("text", "audio", "vision")  # neither --lonly, --aonly nor --vonly
+    assert config.only == ()  # every modality a target: neither --lonly, --aonly nor --vonly
     assert (config.position_start, config.positions, config.separate_kv_dropout) == (1, True, True)
     assert config.init == "xavier"
     model = build(SPECS["sentiment"])
@@ -182,7 +182,7 @@ def test_defaults_are_the_official_codes():
 @pytest.mark.parametrize("only", ["text", "audio", "vision"])
 def test_partial_modes_keep_one_target(only):
     spec = SPECS["sentiment"]
-    model = build(spec, targets=(only,))
+    model = build(spec, only=(only,))
     assert set(model.self_attention) == {only}
     assert set(model.crossmodal) == {f"{s}_to_{only}" for s in ("text", "audio", "vision") if s != only}
     assert model.proj1.in_features == 2 * model.config.dim  # official partial mode: combined_dim = 2 d
@@ -195,11 +195,11 @@ def test_partial_modes_keep_one_target(only):
     torch.testing.assert_close(z[only], full.crossmodal_streams(batch)[0][only])  # the kept stream is unchanged
 
 
-def test_targets_must_name_a_modality_of_the_corpus():
-    with pytest.raises(ValueError, match="targets must be among"):
-        build(SPECS["sentiment"], targets=("speech",))
-    with pytest.raises(ValueError, match="name none of this corpus's modalities"):
-        build(SPECS["no-text-traits"], targets=("text",))
+def test_only_must_name_modalities_of_the_corpus():
+    with pytest.raises(ValueError, match=r"only names \['speech'\]"):
+        build(SPECS["sentiment"], only=("speech",))
+    with pytest.raises(ValueError, match=r"only names \['text'\]"):
+        build(SPECS["no-text-traits"], only=("text",))
 
 
 def test_valid_convolution_shortens_the_real_steps_as_the_official_one():

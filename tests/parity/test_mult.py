@@ -17,7 +17,7 @@ import torch
 import affectfuse.convert.mult as convert_mult
 from affectfuse.config import InputSpec, Modalities
 from affectfuse.config.registry import create_model
-from affectfuse.convert import ConversionError
+from affectfuse.convert import ConversionError, load_converted
 from affectfuse.data.batch import Batch
 from affectfuse.models.mult import MulTConfig
 
@@ -46,8 +46,8 @@ def our_config(meta: dict, **extra) -> MulTConfig:
     fields = dict(meta["our_config"])
     if "kernel" in fields:
         fields["kernel"] = Modalities(**fields["kernel"])
-    if "targets" in fields:
-        fields["targets"] = tuple(fields["targets"])
+    if "only" in fields:
+        fields["only"] = tuple(fields["only"])
     return MulTConfig(**{**fields, **extra})
 
 
@@ -150,7 +150,7 @@ def test_converter_drops_the_unused_transformers_of_a_partial_mode() -> None:
     assert any(k.startswith("trans_a_mem.") for k in state)  # the official model builds it, never uses it
     converted = convert_mult.from_official(state, our_config(meta))
     assert not any(k.startswith("self_attention.audio") for k in converted)
-    full = our_config(meta, targets=("text", "audio", "vision"))  # the same weights cannot fill all three targets
+    full = our_config(meta, only=())  # the same weights cannot fill all three targets
     with pytest.raises(ConversionError, match="missing"):
         convert_mult.from_official(state, full)
 
@@ -160,3 +160,14 @@ def test_converter_maps_an_unprojected_modality_to_the_identity() -> None:
     state["proj_a.weight"] = torch.randn(4, 4, 1)  # input width d: the official model skips the projection
     weight = convert_mult.from_official(state, config)["conv.audio.conv.weight"]
     torch.testing.assert_close(weight[:, :, 0], torch.eye(4))
+
+
+@pytest.mark.parametrize("source", ["official", "mmsa"])
+def test_the_registry_serves_both_sources(source: str) -> None:
+    folder = {"official": "mult", "mmsa": "mult_mmsa"}[source]
+    path = sorted((ROOT / folder).glob("*.json"))[-1]
+    meta, data = load(path)
+    model = load_converted("mult", source, prefixed(data, "w/"), our_config(meta), spec_of(meta))
+    with torch.no_grad():
+        prediction = model(batch_of(meta, data)).prediction
+    assert max_diff(prediction, torch.from_numpy(data["eval/output"]).reshape(prediction.shape)) < 1e-5
