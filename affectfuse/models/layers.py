@@ -213,6 +213,21 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
         return dq.mul_(dim**-0.5), dk.mul_(dim**-0.5), dv, None, None
 
 
+INITS = ("pytorch", "xavier")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def xavier_linear(linear: nn.Linear) -> None:
+    """fairseq's `Linear`: xavier-uniform weight, zero bias."""
+    nn.init.xavier_uniform_(linear.weight)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` (fused kernels where available).
 
@@ -231,15 +246,27 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         qkv_bias: bool = True,
         out_bias: bool = True,
+        init: str = "pytorch",
     ) -> None:
+        """`init="xavier"` is fairseq's (MulT, MMSA, DMD): the query, key and value weights drawn as one (3 d, d)
+        xavier-uniform matrix (bound sqrt(6 / 4d), not each its own), xavier-uniform output weights, zero biases.
+        `init="pytorch"` keeps `nn.Linear`'s default."""
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        check_init(init)
         self.heads = heads
         self.dropout = dropout
         self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
         self.out = nn.Linear(dim, dim, bias=out_bias)
+        if init == "xavier":
+            fan_in = context_dim or dim
+            bound = math.sqrt(6.0 / (fan_in + 3 * dim))  # fairseq's joint in_proj_weight
+            for linear in (self.to_q, self.to_kv, self.out):
+                xavier_linear(linear)
+            for linear in (self.to_q, self.to_kv):
+                nn.init.uniform_(linear.weight, -bound, bound)
 
     def forward(
         self,
@@ -288,14 +315,21 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear."""
 
-    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu") -> None:
+    def __init__(
+        self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu", init: str = "pytorch"
+    ) -> None:
+        """`init="xavier"`: xavier-uniform weights and zero biases (fairseq's `Linear`, MulT's fc1/fc2)."""
         super().__init__()
         if activation not in ("relu", "geglu"):
             raise ValueError(f"activation must be 'relu' or 'geglu', got {activation!r}")
+        check_init(init)
         self.geglu = activation == "geglu"
         self.up = nn.Linear(dim, hidden * (2 if self.geglu else 1))
         self.drop = nn.Dropout(dropout)
         self.down = nn.Linear(hidden, dim)
+        if init == "xavier":
+            xavier_linear(self.up)
+            xavier_linear(self.down)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.up(x)
@@ -327,14 +361,15 @@ class TransformerLayer(nn.Module):
         res_dropout: float = 0.0,
         activation: str = "relu",
         qkv_bias: bool = True,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
         self.cross = cross
         self.norm = nn.LayerNorm(dim)
         self.context_norm = nn.LayerNorm(dim) if cross and not shared_norm else None
-        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias)
+        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias, init=init)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation)
+        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation, init=init)
         self.drop = nn.Dropout(res_dropout)
 
     def forward(
@@ -363,10 +398,16 @@ class TransformerEncoder(nn.Module):
     """MulT's (cross-modal) transformer: scale by sqrt(d), add sinusoidal positions, dropout, N pre-LN layers, LN.
 
     With `cross=True` every layer attends from `x` (the target modality) to `context` (the source modality), which
-    receives the same scaling and positions. As in the official code, the source's key and value streams each get
-    their own embedding-dropout mask while training (one shared mask made keys and values drop the same entries);
-    without embedding dropout they are one stream. Positions start at `position_start` (fairseq's table: 1).
-    Attention and feed-forward linears start from xavier-uniform weights and zero biases (the official init).
+    receives the same scaling and positions.
+
+    Options, defaults as in MulT's official code:
+    - `separate_kv_dropout`: the source's key and value streams each get their own embedding-dropout mask (the
+      official encoder calls dropout on its key and value inputs apart). Only in training with `embed_dropout > 0`
+      do the streams differ; otherwise one stream serves both (one projection). False: one mask shared by both.
+    - `positions` / `position_start`: add the sinusoidal table numbered from `position_start` (fairseq: 1; this
+      default stays 0 for callers that relied on it); `positions=False` adds none (MMSA's encoder default).
+    - `init`: "xavier", fairseq's initialisation of the attention and feed-forward linears (see MultiHeadAttention),
+      or "pytorch" (`nn.Linear` defaults).
     """
 
     def __init__(
@@ -382,28 +423,36 @@ class TransformerEncoder(nn.Module):
         res_dropout: float = 0.0,
         causal: bool = False,
         position_start: int = 0,
+        positions: bool = True,
+        separate_kv_dropout: bool = True,
+        init: str = "xavier",
     ) -> None:
         super().__init__()
         self.dim = dim
         self.causal = causal
         self.position_start = position_start
+        self.positions = positions
+        self.separate_kv_dropout = separate_kv_dropout
         self.embed_drop = nn.Dropout(embed_dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
-                dim, heads, cross=cross, attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout
+                dim,
+                heads,
+                cross=cross,
+                attn_dropout=attn_dropout,
+                relu_dropout=relu_dropout,
+                res_dropout=res_dropout,
+                init=init,
             )
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
-        for layer in self.layers:
-            for linear in (layer.attn.to_q, layer.attn.to_kv, layer.attn.out, layer.ffn.up, layer.ffn.down):
-                nn.init.xavier_uniform_(linear.weight)
-                if linear.bias is not None:
-                    nn.init.zeros_(linear.bias)
 
     def positioned(self, x: Tensor) -> Tensor:
-        positions = sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
-        return x * math.sqrt(self.dim) + positions
+        x = x * math.sqrt(self.dim)
+        if not self.positions:
+            return x
+        return x + sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.embed_drop(self.positioned(x))
@@ -427,9 +476,10 @@ class TransformerEncoder(nn.Module):
             context, context_mask = F.pad(context, (0, 0, 0, extra)), F.pad(context_mask, (0, extra))
         if context is not None:
             context = self.positioned(context)
-            if self.training and self.embed_drop.p > 0:
+            keys = self.embed_drop(context)
+            if self.separate_kv_dropout and self.training and self.embed_drop.p > 0:
                 value = self.embed_drop(context)  # its own mask: the official code drops keys and values apart
-            context = self.embed_drop(context)
+            context = keys
         for layer in self.layers:
             x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal, value=value)
         return self.norm(x)
