@@ -101,7 +101,7 @@ def compare(name: str, official: nn.Module, ours: nn.Module, official_forward: C
 
 
 def lmf_tfn(which: str, checkout: Path, b: int, repeats: int) -> dict:
-    from make_lmf_tfn import official_module
+    from make_lmf import official_module
 
     hidden = {"audio": 16, "video": 16, "text": 128}
     module = official_module(checkout, f"official_{which}")

@@ -46,9 +46,9 @@ def spec_of(meta: dict[str, Any]) -> InputSpec:
 
 def our_config(model_name: str, meta: dict[str, Any], **extra: Any) -> Any:
     """Our default config plus only the fixture's sizes (and the settings it records, e.g. use_softmax)."""
-    fields = dict(meta["our_config"])
+    fields = {**meta["our_config"], **extra}
     fields["hidden"] = Modalities(**fields["hidden"])
-    return create_model(model_name, spec_of(meta), **fields, **extra).config
+    return create_model(model_name, spec_of(meta), **fields).config
 
 
 def converted(model_name: str, case: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
