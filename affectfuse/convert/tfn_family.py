@@ -99,3 +99,9 @@ def tfn_from_official(state: StateDict, config: Any) -> dict[str, Tensor]:
         used |= {"output_range", "output_shift"}
     _unexpected(state, used, "TFN")
     return ours
+
+
+# MMSA's LMF and TFN (thuiar/MMSA, src/MMSA/models/singleTask) keep the official repositories' parameter names and
+# layouts (tested against MMSA's code: tests/parity/test_lmf_tfn.py).
+register_converter("lmf", "mmsa")(lmf_from_official)
+register_converter("tfn", "mmsa")(tfn_from_official)
