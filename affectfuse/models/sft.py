@@ -101,13 +101,22 @@ class SFTConfig:
     """Joint blocks on the fused sequence (L_post)."""
     pool_kernel: Modalities[int] = Modalities(text=50, audio=64, vision=64)
     """Token-reduction factor k_m: kernel = stride of the pooling along time (run.sh `--ks_modality 64,64,50` for
-    video, audio, text). A modality of T_m steps keeps ⌈T_m / k_m⌉ tokens; k_m is clamped to T_m."""
+    video, audio, text). A modality of T_m steps keeps ⌊T_m / k_m⌋ tokens (⌈T_m / k_m⌉ with `pool_windows="ceil"`);
+    k_m is clamped to T_m."""
     pool: Literal["max", "avg"] = "max"
     """Pooling of each window: `max` (every published run) or `avg`, both over real steps only."""
-    pool_windows: Literal["ceil", "floor"] = "ceil"
-    """`ceil`: ⌈T_m / k_m⌉ windows, the last one partial, so every real step is pooled; `floor`: the official
-    nn.MaxPool1d's ⌊T_m / k_m⌋ windows of the padded length, dropping the last T_m mod k_m steps (on MOSEI 52 of
-    the 500 audio and vision steps are never seen)."""
+    pool_windows: Literal["floor", "ceil"] = "floor"
+    """`floor` (official): nn.MaxPool1d's ⌊T_m / k_m⌋ windows of the padded length T_m, so the last T_m mod k_m
+    steps are never pooled (MOSEI: 52 of the 500 audio and vision steps); `ceil`: ⌈T_m / k_m⌉ windows, the last one
+    partial, so every real step is pooled."""
+    mask_padding: bool = True
+    """True: padded steps are moved behind the real ones and ignored by every attention and pooling window; False
+    (official): no masks, padded frames are tokens like any other (module docstring, "Padding")."""
+    init: Literal["official", "pytorch"] = "official"
+    """`official`: the attention weights start as the official modules' (torch nn.MultiheadAttention in the
+    unimodal and joint blocks: Xavier-uniform over the (3d, d) query/key/value matrix, zero biases; fairseq's
+    attention in the sparse-pooling block: Xavier-uniform with gain 1/√2 per query/key/value matrix, Xavier-uniform
+    output, zero output bias); `pytorch`: nn.Linear's defaults everywhere."""
     dropout: float = 0.0
     """Dropout on every residual branch and inside the MLPs (official `--dropout`, 0 in every published run)."""
     mixup: bool = False
@@ -115,6 +124,10 @@ class SFTConfig:
     cannot count, so here it is on from the first step or off (see the module docstring)."""
     mixup_alpha: float = 0.3
     """α of the Beta(α, α) distribution of the mixing weights λ (official `--alpha`)."""
+    mixup_fused_lambda: Literal["vision", "mean"] = "vision"
+    """λ that mixes the fused sequence after a joint block: `vision` (official: the first modality's λ, vision in
+    the code's rgb/spec/text order; audio's, then text's where vision is absent) or `mean`, the modalities' mean λ̄
+    that also weights the two labels in the loss."""
 
 
 def _mosei_train() -> TrainConfig:
@@ -287,6 +300,12 @@ class SFT(FusionModel):
         super().__init__(config, spec)
         if config.pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {config.pool!r}")
+        if config.pool_windows not in ("floor", "ceil"):
+            raise ValueError(f"pool_windows must be 'floor' or 'ceil', got {config.pool_windows!r}")
+        if config.init not in ("official", "pytorch"):
+            raise ValueError(f"init must be 'official' or 'pytorch', got {config.init!r}")
+        if config.mixup_fused_lambda not in ("vision", "mean"):
+            raise ValueError(f"mixup_fused_lambda must be 'vision' or 'mean', got {config.mixup_fused_lambda!r}")
         if min(config.n_layers_pre_fusion, config.n_layers_post_fusion) < 0:
             raise ValueError("n_layers_pre_fusion and n_layers_post_fusion must be >= 0")
         if config.mixup and config.n_layers_pre_fusion + config.n_layers_post_fusion == 0:
@@ -313,13 +332,53 @@ class SFT(FusionModel):
         )
         self.joint = nn.ModuleList(Block(d, h, p) for _ in range(config.n_layers_post_fusion))
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, spec.output_size))
+        if config.init == "official":
+            self.official_init()
+        # The official fused-sequence λ is its first modality's, in its rgb/spec/text order.
+        first = next(m for m in ("vision", "audio", "text") if m in self.modalities)
+        self.first_official_modality = self.modalities.index(first)
+
+    @torch.no_grad()
+    def official_init(self) -> None:
+        """The official attention initialisation (see `SFTConfig.init`); every other layer already starts as there."""
+        blocks = [*(b for m in self.modalities for b in self.unimodal[m]), *self.joint]
+        for block in blocks:  # torch nn.MultiheadAttention: one Xavier draw for the packed (3d, d) matrix
+            attn = block.attention.attn
+            packed = nn.init.xavier_uniform_(torch.empty(3 * attn.to_q.in_features, attn.to_q.in_features))
+            attn.to_q.weight.copy_(packed[: attn.to_q.out_features])
+            attn.to_kv.weight.copy_(packed[attn.to_q.out_features :])
+            for linear in (attn.to_q, attn.to_kv, attn.out):
+                nn.init.zeros_(linear.bias)
+        for pooling in self.sparse_pooling.values():  # fairseq MultiheadAttention: q, k, v drawn one by one
+            attn = pooling.attention.attn
+            d = attn.to_q.in_features
+            nn.init.xavier_uniform_(attn.to_q.weight, gain=2**-0.5)
+            for half in (slice(0, d), slice(d, 2 * d)):
+                attn.to_kv.weight[half] = nn.init.xavier_uniform_(torch.empty(d, d), gain=2**-0.5)
+            nn.init.xavier_uniform_(attn.out.weight)
+            nn.init.zeros_(attn.out.bias)  # fairseq leaves the q/k/v biases at nn.Linear's default
 
     def tokenize(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """z_m (B, 1 + T_m, d) with masks (B, 1 + T_m) whose [CLS] slot is always real."""
         z, masks = {}, {}
         for m in self.modalities:
-            x, lengths = front_align(batch.features[m], batch.masks[m])
             table = self.spec.lengths[m]
+            if not self.config.mask_padding:
+                # official: every step of the corpus's padded length T_m is a token (zeros beyond the batch's)
+                x = batch.features[m]
+                if x.shape[1] > table:
+                    raise ValueError(
+                        f"{m} input has {x.shape[1]} steps, but this SFT model learned positions for T_{m} = {table} "
+                        "steps (spec.lengths) and mask_padding=False counts every step as real"
+                    )
+                x = F.pad(x, (0, 0, 0, table - x.shape[1]))
+                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                if m == "text":
+                    x = self.text_encoder(x, mask)
+                z[m] = self.tokenizers[m](x)
+                masks[m] = F.pad(mask, (1, 0), value=True)
+                continue
+            x, lengths = front_align(batch.features[m], batch.masks[m])
             if x.shape[1] > table:
                 longest = int(lengths.max())
                 if longest > table:
@@ -361,18 +420,27 @@ class SFT(FusionModel):
         for j, block in enumerate(self.joint):
             h = block(h, mask)
             if mixup is not None and mixup.layer == self.config.n_layers_pre_fusion + j:
-                h, mask = mixup.mix(h, mask, mixup.lam.mean(0))
+                h, mask = mixup.mix(h, mask, self.fused_lambda(mixup))
         return h[:, 0]
 
     def forward(self, batch: Batch) -> Output:
         return Output(self.shape_output(self.head(self.encode(batch))))
+
+    def fused_lambda(self, mixup: LatentMixup) -> Tensor:
+        """(B,) λ that mixes the fused sequence (`SFTConfig.mixup_fused_lambda`)."""
+        if self.config.mixup_fused_lambda == "mean":
+            return mixup.lam.mean(0)
+        return mixup.lam[self.first_official_modality]
 
     def loss(self, batch: Batch) -> Losses:
         """The task loss; with `mixup` in training, λ̄ L(ŷ, y_i) + (1 - λ̄) L(ŷ, y_index[i]) averaged over samples,
         where ŷ is the prediction from the mixed hidden states (also what `Losses.prediction` holds)."""
         if not (self.config.mixup and self.training):
             return super().loss(batch)
-        mixup = self.sample_mixup(batch)
+        return self.mixup_loss(batch, self.sample_mixup(batch))
+
+    def mixup_loss(self, batch: Batch, mixup: LatentMixup) -> Losses:
+        """`loss` for one given mixup draw (λ̄ = the modalities' mean λ weights the two labels, as officially)."""
         prediction = self.shape_output(self.head(self.encode(batch, mixup)))
         lam = mixup.lam.mean(0).to(prediction.dtype)  # (B,)
         task = (
