@@ -51,7 +51,8 @@ def build(case: str, **options) -> tuple[SFT, dict, dict[str, np.ndarray]]:
     config = create_model(
         "sft", spec, dim=official["embed_dim"], heads=official["n_heads"],
         n_layers_pre_fusion=official["n_layers_pre_fusion"], n_layers_post_fusion=official["n_layers_post_fusion"],
-        pool_kernel=Modalities(**{NAME[m]: k for m, k in meta["kernels"].items()}), **{**OPTIONS.get(case, {}), **options},
+        pool_kernel=Modalities(**{NAME[m]: k for m, k in meta["kernels"].items()}),
+        **{**OPTIONS.get(case, {}), **options},
     ).config
     return load_converted("sft", "official", prefixed(data, "state/"), config, spec), meta, data
 
