@@ -28,7 +28,7 @@ def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]
 
 
 def assert_matches_official(model: Any, batch: Batch, arrays: dict[str, np.ndarray], config: Any, *,
-                            loss_scale: float = 1.0) -> None:
+                            loss_scale: float = 1.0, source: str = "official") -> None:
     """Eval-mode output, train-mode output (every dropout 0), the loss and every gradient equal the official ones
     within TOL. `loss_scale` converts our loss to the official reduction (a batch mean vs a sum: B)."""
     b = len(batch.ids)
@@ -42,7 +42,7 @@ def assert_matches_official(model: Any, batch: Batch, arrays: dict[str, np.ndarr
                                atol=TOL, rtol=0)
     np.testing.assert_allclose(losses.total.item() * loss_scale, arrays["train/loss"], atol=TOL * loss_scale, rtol=0)
     losses.total.backward()
-    expected = get_converter(model.model_name, "official")(group(arrays, "grad"), config)
+    expected = get_converter(model.model_name, source)(group(arrays, "grad"), config)
     ours = dict(model.named_parameters())
     assert set(expected) == set(ours)
     for key, grad in expected.items():
