@@ -129,3 +129,14 @@ def test_help_does_not_import_torch(command):
     code = f"import sys; from affectfuse.cli import main; main([{command!r}]); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_pickles_are_opened_in_one_place():
+    """Only `data/formats/pickles.py` unpickles (with its restricted unpickler); everything else reads npz/JSON."""
+    readers = ("pickle.load", "pickle.loads", "pickle.Unpickler", "allow_pickle=True", "weights_only=False")
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() == "data/formats/pickles.py":
+            continue
+        text = path.read_text()
+        for reader in readers:
+            assert reader not in text, f"{path.relative_to(PACKAGE.parent)} uses {reader}"

@@ -339,6 +339,11 @@ def test_cli_extract_and_predict(clips: Path, checkpoint: Path, tmp_path: Path, 
     assert "sentiment" in capsys.readouterr().out
     assert main(["predict", clip, "--checkpoint", str(tmp_path / "none.pt")]) == 1
     assert "none.pt does not exist" in capsys.readouterr().err
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    assert main(["extract", clip, "--out", str(blocker / "x.pkl"), "--no-vision"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affectfuse extract: error: cannot write") and "face_c" not in err  # the output, not the clip
 
 
 def test_a_missing_extra_ends_with_one_clear_line(monkeypatch, clips: Path, tmp_path: Path, capsys) -> None:

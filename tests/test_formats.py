@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pytest
 
-from affectfuse.data import formats
 from affectfuse.data.corpus import DataFormatError, NonFiniteFeatureError
 from affectfuse.data.formats import (
     IEMOCAP_EMOTIONS,
@@ -22,6 +21,7 @@ from affectfuse.data.formats import (
     load_corpus,
     load_csd_corpus,
     load_mosi_utterance,
+    pickles,
     read_csd,
     read_lmf_pickle,
     read_mfn_h5,
@@ -188,12 +188,15 @@ def test_mmsa_nonfinite_zero_warns_and_counts(tmp_path: Path) -> None:
     assert np.isfinite(corpus.split("train").features["audio"]).all()
 
 
-def test_mmsa_nan_labels_rejected(tmp_path: Path) -> None:
+def test_mmsa_nan_labels_are_unlabelled_and_inf_labels_rejected(tmp_path: Path) -> None:
     split = mmsa_split()
     split["regression_labels"][2] = np.nan
-    path = dump({"train": split}, tmp_path / "nan.pkl")
-    with pytest.raises(DataFormatError, match=r"key 'regression_labels': 1 labels are NaN or infinite"):
-        read_mmsa_pickle(path, nonfinite="zero")
+    corpus = read_mmsa_pickle(dump({"train": split}, tmp_path / "nan.pkl"))
+    labels = corpus.split("train").labels
+    assert np.isnan(labels[2, 0]) and np.isfinite(np.delete(labels, 2)).all()
+    split["regression_labels"][2] = np.inf
+    with pytest.raises(DataFormatError, match=r"key 'regression_labels': 1 labels are infinite"):
+        read_mmsa_pickle(dump({"train": split}, tmp_path / "inf.pkl"), nonfinite="zero")
 
 
 def test_mmsa_lengths_checked(tmp_path: Path) -> None:
@@ -805,8 +808,8 @@ def test_detect_format_unknown(tmp_path: Path) -> None:
 def test_load_corpus_reads_pickle_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = mmsa_file(tmp_path)
     calls = []
-    real = formats.load_pickle
-    monkeypatch.setattr(formats, "load_pickle", lambda p: calls.append(p) or real(p))
+    real = pickles.load_pickle
+    monkeypatch.setattr(pickles, "load_pickle", lambda p: calls.append(p) or real(p))
     corpus = load_corpus(path, text="bert_tokens")
     assert calls == [path] and corpus.spec.extractors["text"] == "bert-tokens"
 

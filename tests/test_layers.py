@@ -91,3 +91,74 @@ def test_causal_attention_to_a_shorter_source_has_no_nan():
     out = layer(x, c, causal=True)  # the first 3 queries see no key under the end-aligned future mask
     assert torch.isfinite(out).all() and (out[:, :3] == 0).all() and (out[:, 3:] != 0).any()
     torch.testing.assert_close(out[:, 3:], reference_attention(layer, x, c, causal=True)[:, 3:])
+
+
+def capture_values(encoder: TransformerEncoder) -> list:
+    """The embedded (keys, values) streams every layer of `encoder` receives."""
+    seen = []
+    for layer in encoder.layers:
+        forward = layer.forward
+
+        def spy(x, mask=None, *, context=None, value=None, _forward=forward, **kw):
+            seen.append((context, value))
+            return _forward(x, mask, context=context, value=value, **kw)
+
+        layer.forward = spy
+    return seen
+
+
+def test_cross_modal_keys_and_values_get_separate_embedding_dropout_masks():
+    torch.manual_seed(0)
+    target, source = torch.randn(2, 5, 8), torch.randn(2, 6, 8)
+    encoder = TransformerEncoder(8, 2, 2, cross=True, embed_dropout=0.5).train()
+    seen = capture_values(encoder)
+    encoder(target, context=source)
+    keys, values = seen[0]
+    assert values is not None and not torch.equal(keys, values)  # two dropout calls (official)
+    assert all(v is values for _, v in seen)  # the same embedded streams feed every layer
+    dropped_k, dropped_v = keys == 0, values == 0
+    assert dropped_k.any() and dropped_v.any() and not torch.equal(dropped_k, dropped_v)
+
+    seen.clear()
+    encoder.eval()(target, context=source)  # no dropout: one stream serves both (one projection)
+    assert seen[0][1] is None
+    shared = TransformerEncoder(8, 2, 1, cross=True, embed_dropout=0.5, separate_kv_dropout=False).train()
+    seen = capture_values(shared)
+    shared(target, context=source)
+    assert seen[0][1] is None
+
+
+def test_a_separate_value_stream_feeds_only_the_values():
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(8, 2).eval()
+    x, c = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    torch.testing.assert_close(layer(x, c, value=c), layer(x, c))
+    # Values that are all one vector make the output independent of the keys' stream.
+    v = torch.randn(1, 1, 8).expand(2, 5, 8)
+    torch.testing.assert_close(layer(x, c, value=v), layer(x, torch.randn(2, 5, 8), value=v))
+
+
+def test_xavier_init_is_fairseqs():
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(16, 2, 1)  # the default
+    attn, ffn = encoder.layers[0].attn, encoder.layers[0].ffn
+    joint = torch.cat([attn.to_q.weight, attn.to_kv.weight])  # fairseq's one (3 d, d) in_proj_weight
+    bound = math.sqrt(6 / (16 + 48))
+    assert joint.abs().max() <= bound and joint.std() > 0.9 * bound / math.sqrt(3)
+    for linear in (attn.to_q, attn.to_kv, attn.out, ffn.up, ffn.down):
+        assert (linear.bias == 0).all()
+    assert ffn.up.weight.abs().max() <= math.sqrt(6 / (16 + 64))
+    plain = TransformerEncoder(16, 2, 1, init="pytorch").layers[0].attn
+    assert (plain.to_q.bias != 0).any()
+    with pytest.raises(ValueError, match="init must be one of"):
+        TransformerEncoder(16, 2, 1, init="normal")
+
+
+def test_encoder_positions_can_be_left_out():
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(8, 2, 1, positions=False).eval()
+    x = torch.randn(1, 4, 8)
+    out = encoder(x)
+    torch.testing.assert_close(encoder(x.flip(1)), out.flip(1))  # without positions order does not matter
+    encoder.positions = True
+    assert not torch.allclose(encoder(x.flip(1)), out.flip(1))

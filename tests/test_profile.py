@@ -170,6 +170,9 @@ def test_chunked_dropout_attention_drops_at_the_requested_rate_and_is_unbiased()
 def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_cpu(monkeypatch):
     layer = MultiHeadAttention(8, 2, dropout=0.5)
     x = torch.randn(2, 6, 8)
+    short = layer.train()(x)  # 36 scores per head: one batched pass, not the chunked loop
+    assert torch.isfinite(short).all()
+    x = torch.randn(2, 130, 8)  # 130 x 130 >= CHUNKED_MIN_SCORES
     assert use_chunked_dropout_attention(torch.zeros(1))
     calls = []
     real = chunked_dropout_attention

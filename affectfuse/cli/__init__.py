@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(getattr(loaded, spec), args=rest, prog=prog)
     try:
         getattr(loaded, handler)(args)
-    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as error:
-        # User errors (bad data, unknown names, corrupted files) end with their message, not a traceback.
+    except (ValueError, OSError, KeyError, FloatingPointError) as error:
+        # User errors (bad data, unknown names, corrupted files, unwritable outputs) end with their message, not a
+        # traceback.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"affectfuse {command}: error: {message}", file=sys.stderr)
         return 1

@@ -55,10 +55,15 @@ def cmd_inspect(args: InspectArgs) -> None:
                 + (f" ({info['empty']} empty)" if info["empty"] else "")
             )
         labels = split["labels"]
-        print(
-            f"  {name:5s} {split['size']:6d} samples | {' | '.join(parts)} | "
-            f"labels {labels['min']:.3g} .. {labels['max']:.3g} (mean {labels['mean']:.3g})"
-        )
+        if "class_counts" in labels:
+            described = f"classes {labels['class_counts']}"
+        elif labels.get("min") is None:
+            described = "no labels"
+        else:
+            described = f"labels {labels['min']:.3g} .. {labels['max']:.3g} (mean {labels['mean']:.3g})"
+        if labels.get("missing"):
+            described += f", {labels['missing']} unlabelled (NaN)"
+        print(f"  {name:5s} {split['size']:6d} samples | {' | '.join(parts)} | {described}")
     replaced = report["nonfinite"]["replaced_at_load"]
     print(f"  NaN/inf feature values: {sum(replaced.values())}" + (f" {replaced}" if replaced else ""))
     for note in report["notes"]:

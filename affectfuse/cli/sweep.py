@@ -73,13 +73,13 @@ class SweepArgs:
 
 
 def cmd_sweep(args: SweepArgs) -> None:
-    from ..config.overrides import parse_overrides
+    from ..config.overrides import parse_overrides, seed_list
     from ..data.datasets import load_data
 
     overrides = parse_overrides(args.set)
     if args.device:
         overrides["train.device"] = args.device
-    seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
+    seeds = seed_list(args.seed, args.seeds)
     corpus = load_data(args.data, nonfinite=args.nonfinite)
     if args.missing == "modality":
         conditions = modality_conditions(corpus.spec.modalities)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from ..config.overrides import parse_overrides
+from ..config.overrides import parse_overrides, seed_list
+from ..outputs import claim
 
 
 @dataclass
@@ -44,6 +46,9 @@ class TrainArgs:
     json: bool = False
     quiet: bool = False
     """No progress bars."""
+    overwrite: bool = False
+    """Train again the runs that already finished in --out with other settings or data (their files move to
+    attempt-N/); without it such runs are refused, and finished runs of the same settings are reused."""
 
 
 @dataclass
@@ -72,50 +77,55 @@ def cmd_train(args: TrainArgs) -> None:
         overrides["train.precision"] = args.precision
     if args.compile:
         overrides["train.compile"] = True
-    seeds = list(args.seed) if args.seeds <= 0 else [args.seed[0] + i for i in range(args.seeds)]
+    seeds = seed_list(args.seed, args.seeds)
     corpus = load_data(args.data, nonfinite=args.nonfinite)
-    recipe: Any = args.recipe
-    if args.recipe_file is not None:
-        from ..config.recipes import load_recipe_file
-
-        recipe_model, recipe = load_recipe_file(args.recipe_file)
-        if list(args.model) != [recipe_model]:
-            raise ValueError(f"recipe file {args.recipe_file} is for model {recipe_model!r}; got --model {args.model}")
-    results = train_many(
-        list(args.model),
-        corpus,
-        seeds=seeds,
-        out_dir=args.out,
-        recipe=recipe,
-        overrides=overrides,
-        progress=not (args.quiet or args.json),
-    )
     from ..engine.train import is_main_process
 
-    if not is_main_process():
-        return  # under torchrun every process trained together; rank 0 reports
-    summary = summarise(results)
-    payload = {
-        "data": corpus.source or args.data,
-        "seeds": seeds,
-        "test": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in summary.items()},
-        "runs": [dataclasses.asdict(r) for runs in results.values() for r in runs],
-    }
-    write_json(args.out / "summary.json", payload)
-    if args.json:
-        print(json.dumps(payload, default=float))
-        return
-    suite = metrics_for(corpus.spec)
-    print(f"\n{corpus.name}: test split, mean ± std over seeds {seeds} (each checkpoint selected on validation)")
-    print(format_table(summary, suite.keys))
-    if corpus.spec.num_targets > 1:
-        print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
-        print(per_target_table(summary, corpus.spec.targets))
-    print("\n| model | parameters | seconds per seed (mean ± std) |\n| --- | ---: | ---: |")
-    for name, runs in results.items():
-        seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
-        print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
-    print(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+    # one writer per output folder, summary.json included (under torchrun rank 0 writes)
+    with claim(args.out) if is_main_process() else contextlib.nullcontext():
+        recipe: Any = args.recipe
+        if args.recipe_file is not None:
+            from ..config.recipes import load_recipe_file
+
+            recipe_model, recipe = load_recipe_file(args.recipe_file)
+            if list(args.model) != [recipe_model]:
+                raise ValueError(
+                    f"recipe file {args.recipe_file} is for model {recipe_model!r}; got --model {args.model}"
+                )
+        results = train_many(
+            list(args.model),
+            corpus,
+            seeds=seeds,
+            out_dir=args.out,
+            recipe=recipe,
+            overrides=overrides,
+            progress=not (args.quiet or args.json),
+            overwrite=args.overwrite,
+        )
+        if not is_main_process():
+            return  # under torchrun every process trained together; rank 0 reports
+        summary = summarise(results)
+        payload = {
+            "data": corpus.source or args.data,
+            "seeds": seeds,
+            "test": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in summary.items()},
+            "runs": [dataclasses.asdict(r) for runs in results.values() for r in runs],
+        }
+        write_json(args.out / "summary.json", payload)
+        if args.json:
+            print(json.dumps(payload, default=float))
+            return
+        suite = metrics_for(corpus.spec)
+        print(f"\n{corpus.name}: test split, mean ± std over seeds {seeds} (each checkpoint selected on validation)")
+        print(format_table(summary, suite.keys))
+        if corpus.spec.num_targets > 1:
+            print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
+            print(per_target_table(summary, corpus.spec.targets))
+        print("\n| model | parameters | seconds per seed (mean ± std) |\n| --- | ---: | ---: |")
+        for name, runs in results.items():
+            seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
+            print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
+        print(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
 
 
 def per_target_table(summary: dict[str, dict[str, tuple[float, float]]], targets: tuple[str, ...]) -> str:

@@ -30,3 +30,12 @@ def apply_overrides(
     model_over = {k: v for k, v in overrides.items() if not k.startswith("train.")}
     train_over = {k.removeprefix("train."): v for k, v in overrides.items() if k.startswith("train.")}
     return make_config(name, base.model, **model_over), replace_nested(base.train, train_over, what="TrainConfig")
+
+
+def seed_list(seed: tuple[int, ...], seeds: int) -> list[int]:
+    """The seeds a command runs: `seed` itself, or `seeds` consecutive ones from its first (`--seeds 3`)."""
+    if seeds < 0:
+        raise ValueError(f"--seeds is a count of consecutive seeds and must be >= 1 (0: use --seed), got {seeds}")
+    if any(s < 0 for s in seed):
+        raise ValueError(f"--seed values must be >= 0, got {list(seed)}")
+    return list(seed) if seeds == 0 else [seed[0] + i for i in range(seeds)]

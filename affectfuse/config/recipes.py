@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
+from ..io import readable_file, write_json
 from . import Recipe, TrainConfig
 from .overrides import apply_overrides
 from .registry import config_from_dict
@@ -31,9 +31,7 @@ def load_recipe_file(path: Path | str) -> tuple[str, Recipe[Any]]:
     """(model name, Recipe) from a file written by `write_recipe` (e.g. by `affectfuse tune`)."""
     import json
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file {path} does not exist")
+    path = readable_file(path, "recipe file")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:

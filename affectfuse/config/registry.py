@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import InputSpec, Recipe, TrainConfig, replace_nested
+from .schema import InputSpec, Recipe, TrainConfig, check_fields, replace_nested, type_problem
 
 M = TypeVar("M", bound=type)
 
@@ -75,7 +76,44 @@ def make_config(name: str, base: Any = None, **overrides: Any) -> Any:
     config = entry.config() if base is None else base
     if not isinstance(config, entry.config):
         raise TypeError(f"config for {name!r} must be a {entry.config.__name__}, got {type(config).__name__}")
-    return replace_nested(config, {k: v for k, v in overrides.items() if v is not None}, what=entry.config.__name__)
+    config = replace_nested(config, {k: v for k, v in overrides.items() if v is not None}, what=entry.config.__name__)
+    check_fields(config, entry.config.__name__)
+    check_ranges(config, entry.config.__name__)
+    return config
+
+
+def check_ranges(config: Any, what: str) -> None:
+    """The ranges every method's settings share, read from the field names (no model file needs its own checks):
+    sizes (dims, heads, layers, rank, kernels) >= 1, counts `n_*`, seeds and `*_start` >= 0, dropout probabilities
+    in [0, 1), missing rates in [0, 1], learning rates > 0, every other number finite and >= 0."""
+    for f in dataclasses.fields(config):
+        value, where = getattr(config, f.name), f"{what}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            for m, v in ((g.name, getattr(value, g.name)) for g in dataclasses.fields(value)):
+                _check_number(f.name, v, f"{where}.{m}")
+        else:
+            _check_number(f.name, value, where)
+
+
+def _check_number(name: str, value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, int):
+        counts = "seed" in name or name.startswith("n_") or name.endswith("_start")
+        low = 0 if counts else 1
+        if value < low:
+            raise ValueError(f"{where} must be an integer >= {low}, got {value}")
+        return
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value}")
+    if "dropout" in name and not 0 <= value < 1:
+        raise ValueError(f"{where} is a dropout probability and must be in [0, 1), got {value}")
+    if name.endswith("rate") and not 0 <= value <= 1:
+        raise ValueError(f"{where} is a rate and must be in [0, 1], got {value}")
+    if name.endswith("lr") and not value > 0:
+        raise ValueError(f"{where} is a learning rate and must be > 0, got {value}")
+    if value < 0:
+        raise ValueError(f"{where} must be >= 0, got {value}")
 
 
 def create_model(name: str, spec: InputSpec, config: Any = None, **overrides: Any) -> Any:
@@ -110,5 +148,7 @@ def _build(cls: type, data: Mapping[str, Any]) -> Any:
             value = _build(hint, value)
         elif isinstance(value, list):
             value = tuple(value)
+        if (problem := type_problem(value, hints[key])) is not None:
+            raise ValueError(f"{cls.__name__}.{key}: {problem}")
         kwargs[key] = value
     return cls(**kwargs)

@@ -6,6 +6,8 @@ This is a leaf module: models, data, the trainer and the CLI all import it; it i
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -146,6 +148,23 @@ class TrainConfig:
     """Run the training loss through `torch.compile` (the first steps, and each new batch length, pay the compile)."""
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self, "TrainConfig")
+        positive = ("lr", "batch_size", "max_epochs", "accumulate", "plateau_factor")
+        for name in positive:
+            value = getattr(self, name)
+            if not value > 0 or not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name} must be a positive number, got {value!r}")
+        for name in ("weight_decay", "grad_clip", "grad_clip_value", "patience", "bucket", "plateau_patience",
+                     "num_workers"):
+            value = getattr(self, name)
+            if not value >= 0 or not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {value!r}")
+        if self.plateau_factor >= 1:
+            raise ValueError(f"TrainConfig.plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
+        if self.seed < 0:
+            raise ValueError(f"TrainConfig.seed must be >= 0, got {self.seed!r}")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe(Generic[T]):
@@ -217,3 +236,53 @@ BERT_TOKENS = "bert-tokens"
 def uses_bert_tokens(spec: InputSpec) -> bool:
     """Whether the corpus's text is BERT token ids (to be encoded by `TextEncoder`) rather than features."""
     return spec.extractors.get("text") == BERT_TOKENS
+
+
+def type_problem(value: Any, annotation: Any) -> str | None:
+    """Why `value` does not fit `annotation` (None when it fits): the checks a JSON or TOML file can fail."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any or isinstance(annotation, TypeVar):
+        return None
+    if origin in (typing.Union, types.UnionType):
+        problems = [type_problem(value, a) for a in args]
+        return None if any(p is None for p in problems) else f"expected {annotation}, got {value!r}"
+    if origin is Literal:
+        return None if value in args else f"expected one of {list(args)}, got {value!r}"
+    if annotation is type(None):
+        return None if value is None else f"expected None, got {value!r}"
+    if annotation is bool:
+        return None if isinstance(value, bool) else f"expected true/false, got {value!r}"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, got {value!r}"
+    if annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"expected a number, got {value!r}"
+    if annotation is str:
+        return None if isinstance(value, str) else f"expected a string, got {value!r}"
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            return f"expected a list, got {value!r}"
+        inner = args[0] if args and (len(args) == 1 or args[-1] is Ellipsis) else None
+        for item in value if inner is not None else ():
+            if (problem := type_problem(item, inner)) is not None:
+                return f"in {list(value)!r}: {problem}"
+        return None
+    if origin is dict:
+        return None if isinstance(value, dict) else f"expected a mapping, got {value!r}"
+    cls = origin or annotation
+    if dataclasses.is_dataclass(cls) and isinstance(cls, type):
+        return None if isinstance(value, cls) else f"expected {cls.__name__} fields, got {value!r}"
+    return None
+
+
+def check_fields(obj: Any, what: str) -> None:
+    """Every field of dataclass `obj` has a value of its annotated type; raises ValueError naming the first that
+    does not (a recipe file, a checkpoint or a --set value of the wrong type)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        annotation = hints.get(f.name, Any)
+        if isinstance(annotation, TypeVar) or (annotation is Any):
+            continue
+        if (problem := type_problem(value, annotation)) is not None:
+            raise ValueError(f"{what}.{f.name}: {problem}")

@@ -10,13 +10,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..io import readable_file
+
 StateDict = Mapping[str, Tensor]
 Converter = Callable[[StateDict, Any], dict[str, Tensor]]
 """(official state dict, our model's config) -> our state dict (same tensors, our names and layout)."""
 
 _CONVERTERS: dict[tuple[str, str], Converter] = {}
 # the modules that register converters; importing them fills _CONVERTERS
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("lmf", "tfn", "mult", "sft", "dmd")
 
 
 class ConversionError(ValueError):
@@ -64,8 +66,7 @@ def read_official_state_dict(path: Path | str) -> dict[str, Tensor]:
     path = Path(path)
     if path.is_dir():
         raise ConversionError(f"official checkpoint {path} is a folder, expected a file written by torch.save")
-    if not path.is_file():
-        raise FileNotFoundError(f"official checkpoint {path} does not exist")
+    readable_file(path, "official checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights-only refusals and corruption read alike to a user

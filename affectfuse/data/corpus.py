@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,23 @@ class Corpus:
     """Caveats a user must know (e.g. the MOSI bc-LSTM leakage note), shown by `data inspect`."""
     nonfinite: dict[str, int] = field(default_factory=dict)
     """"split/modality" -> number of NaN/inf values replaced by 0 at load time (only with nonfinite="zero")."""
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def fingerprint(self) -> str:
+        """sha256 of the content (ids, features, masks, labels of every split): results computed from this corpus
+        are reused only while it is the same data, whatever path it was read from."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for name, split in self.splits.items():
+                digest.update(f"{name}\0{len(split)}\0{chr(0).join(split.ids)}\0".encode())
+                for m in sorted(split.features):
+                    for array in (split.features[m], split.masks[m]):
+                        digest.update(f"{m}{array.dtype}{array.shape}".encode())
+                        digest.update(np.ascontiguousarray(array).tobytes())
+                digest.update(f"{split.labels.dtype}{split.labels.shape}".encode())
+                digest.update(np.ascontiguousarray(split.labels).tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

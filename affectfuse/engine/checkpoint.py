@@ -1,9 +1,12 @@
-"""Checkpoints: one `torch.save` dict (name, config, input spec, training config, weights, metrics), written
-atomically and loaded with `weights_only=True` so a checkpoint can never run code."""
+"""Checkpoints: one `torch.save` dict (name, config, input spec, training config, weights, metrics, and a sha256 of
+all of it), written atomically and loaded with `weights_only=True` so a checkpoint can never run code; a checkpoint
+whose bytes changed since it was written is refused as corrupted."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,11 @@ import torch
 from .. import __version__
 from ..config import InputSpec
 from ..config.registry import config_from_dict, config_to_dict, get_entry
-from ..io import atomic_write
+from ..io import atomic_write, readable_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: with a sha256 of the content (version 1, without it, still loads)."""
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("format_version", "model_name", "config", "spec", "state_dict")
 
 
@@ -33,13 +38,27 @@ def save_checkpoint(path: Path | str, model: Any, *, train: Any = None, metrics:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": metrics or {},
     }
+    payload["sha256"] = content_digest(payload)
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's metadata (as JSON) and of every weight's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "sha256")}
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name in sorted(payload["state_dict"]):
+        tensor = payload["state_dict"][name]
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, expected a .pt file (e.g. {path}/best.pt)")
+    readable_file(path, "checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip/pickle errors differ by corruption kind; all mean the same to a user
@@ -51,10 +70,17 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not an affectfuse checkpoint: expected keys {list(REQUIRED_KEYS)}, found {found}"
         )
-    if payload["format_version"] != FORMAT_VERSION:
+    if payload["format_version"] not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{path} has checkpoint format {payload['format_version']}; this affectfuse reads {FORMAT_VERSION}"
+            f"{path} has checkpoint format {payload['format_version']!r}; this affectfuse reads {READABLE_VERSIONS}"
         )
+    if not isinstance(payload["state_dict"], dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()
+    ):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its state_dict is not a mapping of names to tensors")
+    if payload["format_version"] >= 2 and payload.get("sha256") != content_digest(payload):
+        raise CheckpointError(f"checkpoint {path} is corrupted (checksum mismatch: its content changed after it was "
+                              "written)")
     return payload
 
 

@@ -411,6 +411,18 @@ class MetricSuite:
         """All metrics of the family: prediction (N, K) scores or (N, K, C) logits, label (N, K)."""
         return self._compute(prediction, label)
 
+    def monitor(self, requested: str) -> str:
+        """The key to select on: `auto` is the family's default; any other must be a headline key or a per-target
+        variant of one (`mae_<target>`), checked against the first validation scores by `score`."""
+        return self.default_monitor if requested == "auto" else requested
+
+    @staticmethod
+    def score(scores: dict[str, float], monitor: str) -> float:
+        if monitor not in scores:
+            raise ValueError(f"train.monitor {monitor!r} is not a metric of this corpus; choose 'auto' or one of "
+                             f"{sorted(scores)}")
+        return scores[monitor]
+
     @staticmethod
     def higher_is_better(key: str) -> bool:
         """See the module-level `higher_is_better`."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +18,10 @@ import numpy as np
 from ..config import Recipe
 from ..config.overrides import apply_overrides
 from ..config.registry import create_model, default_recipe, get_entry
+from ..data.checks import check_split, labelled, ready_for_training
 from ..data.corpus import Corpus
-from ..io import atomic_write, write_json
+from ..io import atomic_write, sha256_file, write_json
+from ..outputs import FinishedRunError, claim, prepare_run
 from .checkpoint import load_model, save_checkpoint
 from .evaluate import predict
 from .metrics import aggregate, metrics_for
@@ -70,17 +74,65 @@ def train_model(
     out_dir: Path | str | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train one model with one seed; select on validation; touch the test split once, with the selected weights.
 
     `overrides` are dotted config keys: model fields (``rank``, ``hidden.audio``) or training fields prefixed with
     ``train.`` (``train.lr``). With `out_dir`, writes best.pt, log.jsonl, test_predictions.csv and result.json there.
-    `recipe` may be a `Recipe` (e.g. from `tune.load_recipe_file`); `on_epoch` goes to `fit` (TensorBoard, pruning).
+    `recipe` may be a `Recipe` (e.g. from `config.recipes.load_recipe_file`); `on_epoch` goes to `fit`.
+
+    `out_dir` is held by this process while it trains (a second writer is refused). A finished run there is reused
+    when it was trained with the same settings on the same data (by content), refused otherwise; `overwrite=True`
+    trains again, keeping the old files in `attempt-N/`, as are those of an earlier attempt that did not finish.
     """
+    corpus = ready_for_training(corpus)
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
     config, train = apply_overrides(model_name, {**(overrides or {}), "train.seed": seed}, base)
+    if out_dir is None or not is_main_process():
+        return _train(model_name, corpus, recipe_name, config, train, None, progress, on_epoch)
+    with claim(out_dir):
+        request = {"model": model_name, "config": dataclasses.asdict(config), "train": dataclasses.asdict(train),
+                   "data_sha256": corpus.fingerprint()}
+        finished = None if overwrite else _finished(Path(out_dir), request)
+        if finished is not None:
+            return finished
+        prepare_run(out_dir, overwrite=overwrite)
+        return _train(model_name, corpus, recipe_name, config, train, Path(out_dir), progress, on_epoch, request)
+
+
+def _finished(out: Path, request: dict[str, Any]) -> RunResult | None:
+    """The finished run in `out` if it answers `request` exactly; a finished run of other settings is refused."""
+    path = out / "result.json"
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+        differs = [k for k, v in request.items() if json.loads(json.dumps(v, default=float)) != stored.get(k)]
+        run = RunResult(**{f.name: stored[f.name] for f in dataclasses.fields(RunResult)})
+    except (OSError, ValueError, KeyError, TypeError):
+        differs, run = ["result.json (unreadable)"], None
+    if differs or run is None:
+        raise FinishedRunError(
+            f"{out} holds a finished run with other {', '.join(differs)}; use --overwrite (overwrite=True) to "
+            "replace it — the old files are kept in attempt-N/ — or choose another output folder"
+        )
+    return run
+
+
+def _train(
+    model_name: str,
+    corpus: Corpus,
+    recipe_name: str,
+    config: Any,
+    train: Any,
+    out_dir: Path | None,
+    progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    request: dict[str, Any] | None = None,
+) -> RunResult:
     start = time.perf_counter()
-    seed_everything(seed)
+    seed_everything(train.seed)
     model = create_model(model_name, corpus.spec, config)
     result = fit(
         model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress,
@@ -90,7 +142,7 @@ def train_model(
     test = metrics_for(corpus.spec).compute(predictions, labels)
     run = RunResult(
         model=model_name,
-        seed=seed,
+        seed=train.seed,
         recipe=recipe_name,
         best_epoch=result.best_epoch,
         parameters=sum(p.numel() for p in model.parameters()),
@@ -99,8 +151,8 @@ def train_model(
         seconds=round(time.perf_counter() - start, 2),
         out_dir=str(out_dir) if out_dir is not None else None,
     )
-    if out_dir is not None and is_main_process():  # under torchrun only rank 0 writes
-        out = Path(out_dir)
+    if out_dir is not None:
+        out = out_dir
         save_checkpoint(
             out / "best.pt",
             model,
@@ -108,13 +160,15 @@ def train_model(
             metrics={"valid": result.valid, "test": test, "epoch": result.best_epoch},
         )
         write_predictions(out / "test_predictions.csv", ids, predictions, labels, corpus.spec.targets)
+        # written last: a result.json describes a complete run, and names the checkpoint it describes
         write_json(
             out / "result.json",
             {
                 **dataclasses.asdict(run),
-                "config": dataclasses.asdict(config),
-                "train": dataclasses.asdict(train),
+                **(request or {}),
                 "data": corpus.source,
+                "checkpoint": "best.pt",
+                "checkpoint_sha256": sha256_file(out / "best.pt"),
             },
         )
     return run
@@ -143,14 +197,18 @@ def write_predictions(
 def train_many(
     models: list[str], corpus: Corpus, *, seeds: list[int], out_dir: Path | str | None = None, **kwargs: Any
 ) -> dict[str, list[RunResult]]:
-    """Every model x seed; each seed keeps its own checkpoint and predictions under out_dir/<model>/seed<N>/."""
+    """Every model x seed; each seed keeps its own checkpoint and predictions under out_dir/<model>/seed<N>/.
+
+    `out_dir` is held for the whole grid; finished seeds of the same settings are reused, so a killed grid resumes.
+    """
     results: dict[str, list[RunResult]] = {}
     for name in models:
         get_entry(name)  # fail on a typo before training anything
-    for name in models:
-        for seed in seeds:
-            run_dir = Path(out_dir) / name / f"seed{seed}" if out_dir is not None else None
-            results.setdefault(name, []).append(train_model(name, corpus, seed=seed, out_dir=run_dir, **kwargs))
+    with claim(out_dir) if out_dir is not None and is_main_process() else contextlib.nullcontext():
+        for name in models:
+            for seed in seeds:
+                run_dir = Path(out_dir) / name / f"seed{seed}" if out_dir is not None else None
+                results.setdefault(name, []).append(train_model(name, corpus, seed=seed, out_dir=run_dir, **kwargs))
     return results
 
 
@@ -167,5 +225,12 @@ def evaluate_checkpoint(checkpoint: Path | str, corpus: Corpus, *, split: str = 
         raise ValueError(
             f"checkpoint {checkpoint} cannot be evaluated on {corpus.source or corpus.name}: " + "; ".join(problems)
         )
-    _, predictions, labels = predict(model, corpus.split(split))
+    scored = check_split(corpus, split)
+    unlabelled = int((~labelled(scored)).sum())
+    if unlabelled:
+        raise ValueError(
+            f"{unlabelled} of {len(scored)} samples of split {split!r} are unlabelled (NaN labels); evaluate scores "
+            "labelled data only — use `affectfuse predict` (or affectfuse.predict) for unlabelled clips"
+        )
+    _, predictions, labels = predict(model, scored)
     return metrics_for(model.spec).compute(predictions, labels)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..data.batch import Batch
 from ..data.corpus import BatchLoader, Split
+from ..io import append_line, ensure_folder
 from .checkpoint import save_checkpoint
 from .evaluate import evaluate
 from .metrics import metrics_for
@@ -135,7 +136,8 @@ def fit(
     """Train `model` on `train_split`, select the epoch with the best validation `train.monitor`.
 
     On return the model holds the best epoch's weights (in eval mode). With `out_dir`, the best checkpoint is kept in
-    `out_dir/best.pt` (written atomically on each improvement) and every epoch appends a line to `out_dir/log.jsonl`.
+    `out_dir/best.pt` (written atomically on each improvement) and every epoch appends a line to `out_dir/log.jsonl`
+    (never truncated).
     `on_epoch` is called with each epoch's log record (for TensorBoard, or Optuna's pruning); an exception it raises
     stops training and propagates.
 
@@ -152,7 +154,7 @@ def fit(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # one GPU per process
     autocast(device, train.precision)  # refuses fp16 on CPU before anything trains
     suite = metrics_for(model.spec)
-    monitor = suite.default_monitor if train.monitor == "auto" else train.monitor
+    monitor = suite.monitor(train.monitor)
     if world_size > 1 and device.type == "cuda":
         # batch statistics over the global batch, as one process would compute them (SyncBatchNorm is CUDA-only:
         # on CPU each process normalises by its own share's statistics)
@@ -182,9 +184,8 @@ def fit(
         )
     out = Path(out_dir) if out_dir is not None and rank == 0 else None
     log_path = out / "log.jsonl" if out else None
-    if log_path:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
+    if out:
+        ensure_folder(out)
 
     best_state, best_epoch, best_valid, history = None, -1, {}, []
     epochs = tqdm(
@@ -205,7 +206,7 @@ def fit(
                 f"lower the learning rate (now {train.lr}) or enable gradient clipping (--set train.grad_clip=1.0)"
             )
         valid = evaluate(model, valid_loader, suite=suite)
-        improved = stopper.step(valid[monitor])
+        improved = stopper.step(suite.score(valid, monitor))
         if scheduler is not None and math.isfinite(valid[monitor]):
             scheduler.step(valid[monitor])
         record = {
@@ -216,9 +217,8 @@ def fit(
             "seconds": round(time.perf_counter() - start, 3),
         }
         history.append(record)
-        if log_path:
-            with log_path.open("a") as f:
-                f.write(json.dumps(record, default=float) + "\n")
+        if log_path:  # appended, never truncated: an earlier attempt's lines are kept (train_model moves them aside)
+            append_line(log_path, json.dumps(record, default=float))
         if on_epoch is not None:
             on_epoch(record)
         if improved:

@@ -38,6 +38,7 @@ from typing import Any
 
 from ..config.overrides import apply_overrides
 from ..config.registry import get_entry
+from ..io import readable_file
 
 FIRST_SEED = 1111
 """`seeds = K` means K consecutive seeds from MMSA's first seed, 1111."""
@@ -92,6 +93,9 @@ class Run:
     missing_rate: float = 0.0
     nonfinite: str = "error"
     tensorboard: bool = False
+    data_sha256: str = ""
+    """Content fingerprint of the data (`Corpus.fingerprint`), filled in by the runner: a stored result is reused
+    only for the same data, not merely the same path."""
 
     @property
     def cell(self) -> tuple[str, str, str]:
@@ -111,6 +115,7 @@ class Run:
             "overrides": dict(self.overrides),
             "missing_rate": self.missing_rate,
             "nonfinite": self.nonfinite,
+            **({"data_sha256": self.data_sha256} if self.data_sha256 else {}),
         }
 
     @property
@@ -120,8 +125,7 @@ class Run:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file {path} does not exist")
+    readable_file(path, "experiment file")
     suffix = path.suffix.lower()
     if suffix == ".toml":
         try:
@@ -299,3 +303,13 @@ def check_overrides(run: Run, source: str = "") -> None:
 
 def experiment_dict(experiment: Experiment) -> dict[str, Any]:
     return dataclasses.asdict(experiment)
+
+
+def with_fingerprints(runs: list[Run]) -> list[Run]:
+    """Each run with its data's content fingerprint (each data spec loaded once here)."""
+    from ..data.datasets import load_data  # only here: planning itself needs no data
+
+    prints = {(r.data_spec, r.nonfinite): "" for r in runs}
+    for spec, nonfinite in prints:
+        prints[(spec, nonfinite)] = load_data(spec, nonfinite=nonfinite).fingerprint()
+    return [dataclasses.replace(r, data_sha256=prints[(r.data_spec, r.nonfinite)]) for r in runs]

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..engine.metrics import aggregate, format_table
 from ..io import atomic_write, write_json
-from .plan import Experiment, plan
+from .plan import Experiment, plan, with_fingerprints
 from .store import ResultStore
 
 Cells = dict[str, dict[tuple[str, str], list[dict[str, Any]]]]
@@ -26,7 +26,7 @@ Cells = dict[str, dict[tuple[str, str], list[dict[str, Any]]]]
 
 def collect(experiment: Experiment, store: ResultStore) -> Cells:
     cells: Cells = {label: {} for label in experiment.data}
-    for row in store.rows(plan(experiment)):
+    for row in store.rows(with_fingerprints(plan(experiment))):
         cells[row["data"]].setdefault((row["model"], row["setting"]), []).append(row)
     for label, by_cell in cells.items():  # the file's order: models, then settings
         order = {(m, s.name): i for i, (m, s) in enumerate((m, s) for m in experiment.models

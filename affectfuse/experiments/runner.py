@@ -28,7 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .plan import Experiment, Run, plan
+from ..outputs import claim
+from ..workers import stopped_on_exit, watch_parent
+from .plan import Experiment, Run, plan, with_fingerprints
 from .store import ResultStore
 
 Outcome = tuple[Run, dict[str, Any] | None, BaseException | None]
@@ -137,16 +139,14 @@ def _in_process(pending: list[Run], out_dir: str, threads: int) -> Iterator[Outc
 
 def _processes(pending: list[Run], out_dir: str, threads: int, workers: int) -> Iterator[Outcome]:
     # spawn, not fork: a forked child would inherit the parent's torch thread pools and locks
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers,
-                                                mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(execute_run, run, out_dir, threads): run for run in pending}
-        try:
+    # each worker exits when this process dies; on Ctrl-C or an error here they are terminated
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=watch_parent, initargs=(os.getpid(),)) as pool:
+        with stopped_on_exit(pool):
+            futures = {pool.submit(execute_run, run, out_dir, threads): run for run in pending}
             for future in concurrent.futures.as_completed(futures):
                 error = future.exception()
                 yield futures[future], None if error else future.result(), error
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
 
 
 def _ray(pending: list[Run], out_dir: str, threads: int, workers: int, address: str) -> Iterator[Outcome]:
@@ -195,41 +195,42 @@ def run_experiment(
     from .report import write_reports
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(out / "results.sqlite")
-    runs = plan(experiment)
-    done = store.done(runs)
-    pending = [r for r in runs if r.key not in done]
-    if limit is not None:
-        pending = pending[:limit]
-    say = log or (lambda _: None)
-    executor = f"ray:{ray_address}" if ray_address else ("processes" if workers > 0 else "in-process")
-    say(f"{experiment.name}: {len(runs)} runs, {len(done)} already stored, {len(pending)} to run ({executor})")
-    if ray_address:
-        outcomes = _ray(pending, str(out), threads, workers, ray_address)
-    elif workers > 0 and len(pending) > 1:
-        outcomes = _processes(pending, str(out), threads, workers)
-    else:
-        outcomes = _in_process(pending, str(out), threads)
-    failed: dict[str, str] = {}
-    start = time.perf_counter()
-    for count, (run, result, error) in enumerate(outcomes, start=1):
-        if error is not None:
-            failed[run.key] = f"{type(error).__name__}: {error}"
-            say(f"[{count}/{len(pending)}] {run.key} FAILED: {failed[run.key]}")
-            continue
-        assert result is not None
-        store.put(run, {**result, "executor": executor})
-        main = next(iter(result["test"]))
-        say(f"[{count}/{len(pending)}] {run.key}: test {main} {result['test'][main]:.4f} "
-            f"({result['seconds']:.1f} s; {time.perf_counter() - start:.0f} s elapsed)")
-    reports = write_reports(experiment, store, out)
-    return {
-        "experiment": experiment.name,
-        "out": str(out),
-        "planned": len(runs),
-        "skipped": len(done),
-        "ran": len(pending) - len(failed),
-        "failed": failed,
-        "reports": {k: str(v) for k, v in reports.items()},
-    }
+    with claim(out):
+        out.mkdir(parents=True, exist_ok=True)
+        store = ResultStore(out / "results.sqlite")
+        runs = with_fingerprints(plan(experiment))
+        done = store.done(runs)
+        pending = [r for r in runs if r.key not in done]
+        if limit is not None:
+            pending = pending[:limit]
+        say = log or (lambda _: None)
+        executor = f"ray:{ray_address}" if ray_address else ("processes" if workers > 0 else "in-process")
+        say(f"{experiment.name}: {len(runs)} runs, {len(done)} already stored, {len(pending)} to run ({executor})")
+        if ray_address:
+            outcomes = _ray(pending, str(out), threads, workers, ray_address)
+        elif workers > 0 and len(pending) > 1:
+            outcomes = _processes(pending, str(out), threads, workers)
+        else:
+            outcomes = _in_process(pending, str(out), threads)
+        failed: dict[str, str] = {}
+        start = time.perf_counter()
+        for count, (run, result, error) in enumerate(outcomes, start=1):
+            if error is not None:
+                failed[run.key] = f"{type(error).__name__}: {error}"
+                say(f"[{count}/{len(pending)}] {run.key} FAILED: {failed[run.key]}")
+                continue
+            assert result is not None
+            store.put(run, {**result, "executor": executor})
+            main = next(iter(result["test"]))
+            say(f"[{count}/{len(pending)}] {run.key}: test {main} {result['test'][main]:.4f} "
+                f"({result['seconds']:.1f} s; {time.perf_counter() - start:.0f} s elapsed)")
+        reports = write_reports(experiment, store, out)
+        return {
+            "experiment": experiment.name,
+            "out": str(out),
+            "planned": len(runs),
+            "skipped": len(done),
+            "ran": len(pending) - len(failed),
+            "failed": failed,
+            "reports": {k: str(v) for k, v in reports.items()},
+        }

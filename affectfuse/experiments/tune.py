@@ -36,6 +36,7 @@ from ..config.overrides import apply_overrides
 from ..config.recipes import write_recipe
 from ..config.registry import get_entry
 from ..io import atomic_write
+from ..outputs import claim
 
 KINDS = ("choice", "int", "float", "log")
 
@@ -118,66 +119,68 @@ def tune(
     monitor = metrics_for(corpus.spec).default_monitor if monitor_key == "auto" else monitor_key
     direction = "maximize" if higher_is_better(monitor) else "minimize"
     out = Path(out_dir or f"runs/tune/{model}-{slug(data)}")
-    out.mkdir(parents=True, exist_ok=True)
+    with claim(out):
+        out.mkdir(parents=True, exist_ok=True)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=f"{model}-{slug(data)}",
-        storage=f"sqlite:///{(out / 'study.sqlite').resolve()}",
-        load_if_exists=True,
-        direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, trials)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
-    )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            study_name=f"{model}-{slug(data)}",
+            storage=f"sqlite:///{(out / 'study.sqlite').resolve()}",
+            load_if_exists=True,
+            direction=direction,
+            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, trials)),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        )
 
-    def objective(trial: Any) -> float:
-        params = suggest(trial, space)
+        def objective(trial: Any) -> float:
+            params = suggest(trial, space)
 
-        def report(record: dict[str, Any]) -> None:
-            value = record["valid"][monitor]
-            trial.set_user_attr("epochs", record["epoch"] + 1)
-            if math.isfinite(value):
-                trial.report(value, record["epoch"])
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {record['epoch']}: validation {monitor} {value:.4f}")
+            def report(record: dict[str, Any]) -> None:
+                value = record["valid"][monitor]
+                trial.set_user_attr("epochs", record["epoch"] + 1)
+                if math.isfinite(value):
+                    trial.report(value, record["epoch"])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"epoch {record['epoch']}: validation {monitor} {value:.4f}")
 
-        try:
-            result = train_model(model, corpus, seed=seed, recipe=recipe, overrides={**fixed, **params},
-                                 progress=False, on_epoch=report)
-        except FloatingPointError as error:  # a diverging configuration is a bad trial, not a crash
-            trial.set_user_attr("error", str(error))
-            raise optuna.TrialPruned(str(error)) from None
-        return float(result.valid[monitor])
+            try:
+                result = train_model(model, corpus, seed=seed, recipe=recipe, overrides={**fixed, **params},
+                                     progress=False, on_epoch=report)
+            except FloatingPointError as error:  # a diverging configuration is a bad trial, not a crash
+                trial.set_user_attr("error", str(error))
+                raise optuna.TrialPruned(str(error)) from None
+            return float(result.valid[monitor])
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = trials - len(study.get_trials(states=finished))
-    if remaining > 0:
-        log(f"tune {model} on {data}: {remaining} trial(s) to run, {direction} validation {monitor}")
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        remaining = trials - len(study.get_trials(states=finished))
+        if remaining > 0:
+            log(f"tune {model} on {data}: {remaining} trial(s) to run, {direction} validation {monitor}")
 
-        def progress(study: Any, trial: Any) -> None:
-            value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else f"{trial.value:.4f}"
-            log(f"  trial {trial.number}: {value} ({trial.user_attrs.get('epochs', '?')} epochs) {trial.params}")
+            def progress(study: Any, trial: Any) -> None:
+                value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else f"{trial.value:.4f}"
+                log(f"  trial {trial.number}: {value} ({trial.user_attrs.get('epochs', '?')} epochs) {trial.params}")
 
-        study.optimize(objective, n_trials=remaining, callbacks=[progress], catch=())
-    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        raise ValueError(f"tune {model}: no trial completed (all {len(study.trials)} pruned or failed)")
-    best = study.best_trial
-    write_trials(out / "trials.csv", study.trials)
-    recipe_path = write_recipe(
-        out / "recipe.json",
-        model,
-        base,
-        {**fixed, **best.params},
-        source=(f"affectfuse tune: Optuna TPE + median pruning, {len(complete)} complete / {len(study.trials)} "
-                f"trials on {data} (seed {seed}), best validation {monitor} {best.value:.4f} (trial {best.number}), "
-                f"starting from recipe {recipe_name!r}"),
-        extra={"tuned": best.params, "fixed": fixed, "monitor": monitor, "best_valid": best.value,
-               "best_trial": best.number, "data": data, "trials": len(study.trials),
-               "pruned": len(study.get_trials(states=(optuna.trial.TrialState.PRUNED,)))},
-    )
-    return {"recipe_file": str(recipe_path), "best_params": best.params, "best_valid": best.value,
-            "monitor": monitor, "trials": len(study.trials), "complete": len(complete), "out": str(out)}
+            study.optimize(objective, n_trials=remaining, callbacks=[progress], catch=())
+        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if not complete:
+            raise ValueError(f"tune {model}: no trial completed (all {len(study.trials)} pruned or failed)")
+        best = study.best_trial
+        write_trials(out / "trials.csv", study.trials)
+        recipe_path = write_recipe(
+            out / "recipe.json",
+            model,
+            base,
+            {**fixed, **best.params},
+            source=(f"affectfuse tune: Optuna TPE + median pruning, {len(complete)} complete / {len(study.trials)} "
+                    f"trials on {data} (seed {seed}), best validation {monitor} {best.value:.4f} "
+                    f"(trial {best.number}), "
+                    f"starting from recipe {recipe_name!r}"),
+            extra={"tuned": best.params, "fixed": fixed, "monitor": monitor, "best_valid": best.value,
+                   "best_trial": best.number, "data": data, "trials": len(study.trials),
+                   "pruned": len(study.get_trials(states=(optuna.trial.TrialState.PRUNED,)))},
+        )
+        return {"recipe_file": str(recipe_path), "best_params": best.params, "best_valid": best.value,
+                "monitor": monitor, "trials": len(study.trials), "complete": len(complete), "out": str(out)}
 
 
 def write_trials(path: Path, trials: list[Any]) -> Path:

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,18 @@ class Features:
     def absent(cls, dim: int) -> Features:
         """One zero step, masked out: how a missing modality is stored."""
         return cls(np.zeros((1, dim), np.float32), np.zeros((1, 2), np.float64), np.zeros(1, bool))
+
+
+@dataclass
+class ClipFeatures:
+    """The raw (unaligned) features of one clip, with its words and what went wrong along the way."""
+
+    clip_id: str
+    duration: float
+    modalities: dict[str, Features]
+    words: list[str] = field(default_factory=list)
+    word_times: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

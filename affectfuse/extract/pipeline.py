@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,11 @@ from tqdm.auto import tqdm
 from ..config import InputSpec
 from ..data.corpus import Corpus, Split, spec_from_splits
 from ..io import atomic_write, write_json
+from ..workers import stopped_on_exit, watch_parent
+from .cache import check_writable, load_cached, save_clip
 from .extractors import (
     NO_TEXT,
+    ClipFeatures,
     FaceMeshVision,
     Features,
     OpenSmileAudio,
@@ -38,23 +42,11 @@ from .extractors import (
 from .media import VIDEO_SUFFIXES, clip_id, find_clips, probe, require_av
 from .transcripts import Words, read_segments, read_transcripts, read_word_csd, read_word_csv, words_for
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: cache files are .npz (arrays) + JSON (names, words), never pickles
 POOL_START_METHOD = "spawn"
 """Worker processes start fresh: forking a process whose torch/MediaPipe threads are running can deadlock."""
 ABSENT_DIM = 1
 """A dataset without text (or vision) still has the MMSA key: one zero step per clip, masked out, 1-d."""
-
-
-@dataclass
-class ClipFeatures:
-    """The raw (unaligned) features of one clip, with its words and what went wrong along the way."""
-
-    clip_id: str
-    duration: float
-    modalities: dict[str, Features]
-    words: list[str] = field(default_factory=list)
-    word_times: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class Extractors:
@@ -231,8 +223,9 @@ class ExtractReport:
 _WORKER: Extractors | None = None
 
 
-def _init_worker(names: dict[str, str], text_model: str | None) -> None:
+def _init_worker(names: dict[str, str], text_model: str | None, parent_pid: int) -> None:
     global _WORKER
+    watch_parent(parent_pid)  # a worker never outlives the extract that started it
     _WORKER = Extractors.from_names(names, text_model)
 
 
@@ -240,39 +233,18 @@ def _extract_to_cache(path: Path, words: Words | None, cache: Path) -> tuple[str
     """Pool task: extract one clip into its cache file; (clip id, error message or None)."""
     assert _WORKER is not None
     try:
-        _save(cache, extract_clip(path, _WORKER, words))
+        save_clip(cache, extract_clip(path, _WORKER, words))
     except Exception as error:  # one bad clip is reported and skipped, never aborting the folder
         return clip_id(path), f"{type(error).__name__}: {error}"
     return clip_id(path), None
 
 
-def _save(cache: Path, clip: ClipFeatures) -> None:
-    atomic_write(cache / f"{clip.clip_id}.pkl", lambda f: pickle.dump(clip, f, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _load_cached(cache: Path, cid: str, words: Words | None) -> ClipFeatures | None:
-    """A cached clip, if there is one extracted from the same words (a changed transcript means re-extracting)."""
-    file = cache / f"{cid}.pkl"
-    if not file.is_file():
-        return None
-    try:
-        with file.open("rb") as f:
-            clip = pickle.load(f)  # our own cache files, written atomically by `_save`
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        return None
-    if not isinstance(clip, ClipFeatures):
-        return None
-    want_words = list(words.words) if words is not None and words.words else []
-    if clip.words != want_words:
-        return None
-    return clip
-
-
 def read_labels(path: Path | str) -> dict[str, tuple[float, str]]:
     """clip_id -> (label, split) from `clip_id,label[,split]` rows (split defaults to test), via the core reader."""
-    from ..data.formats import _read_label_csv, _Source
+    from ..data.formats.common import Source
+    from ..data.formats.mmsa_fet import read_label_csv
 
-    return _read_label_csv(path, _Source(str(path)))
+    return read_label_csv(path, Source(str(path)))
 
 
 def extract_dataset(
@@ -313,12 +285,13 @@ def extract_dataset(
         timed = read_word_csd(wp, seg, ids) if wp.suffix.lower() == ".csd" else read_word_csv(wp)
     extractors = Extractors.create(fps=fps, text_model=text_model, text=text, vision=vision)
     cache = out.parent / f"{out.name}.cache" / extractors.digest()
+    check_writable(cache)  # an unwritable output is the output's fault, not each clip's
     clip_words = {clip_id(c): words_for(c, text_table, timed) for c in clips}
 
     results: dict[str, ClipFeatures] = {}
     todo = []
     for c in clips:
-        cached = _load_cached(cache, clip_id(c), clip_words[clip_id(c)] if extractors.text else None)
+        cached = load_cached(cache, clip_id(c), clip_words[clip_id(c)] if extractors.text else None)
         if cached is not None:
             results[cached.clip_id] = cached
         else:
@@ -344,7 +317,7 @@ def extract_dataset(
     unlabelled = [c.clip_id for c in ordered if c.clip_id not in label_table]
     if label_table and unlabelled:
         for cid in unlabelled:
-            notes.setdefault(cid, []).append("no row in the labels CSV: label 0, test split")
+            notes.setdefault(cid, []).append("no row in the labels CSV: unlabelled (NaN), test split")
     corpus = build_corpus(ordered, extractors, label_table, aligned=aligned, name=out.stem)
     write_dataset(corpus, out, extractors, ordered, aligned=aligned, labelled=bool(label_table))
     report = ExtractReport(
@@ -383,7 +356,7 @@ def _extract_here(
             frames = int(round(info.duration * extractors.vision.fps)) if info and extractors.vision else 0
             with tqdm(total=frames, desc=cid, unit="frame", leave=False, disable=not progress or not frames) as bar:
                 clip = extract_clip(c, extractors, clip_words[cid], progress=bar.update)
-            _save(cache, clip)
+            save_clip(cache, clip)
             results[cid] = clip
         except Exception as error:  # reported and skipped, never aborting the folder
             failed[cid] = f"{type(error).__name__}: {error}"
@@ -406,15 +379,16 @@ def _extract_in_pool(
     context = multiprocessing.get_context(POOL_START_METHOD)
     text_model = str(extractors.text.path) if extractors.text else None
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(extractors.names, text_model)
-    ) as pool:
+        max_workers=workers, mp_context=context, initializer=_init_worker,
+        initargs=(extractors.names, text_model, os.getpid()),
+    ) as pool, stopped_on_exit(pool):
         futures = [pool.submit(_extract_to_cache, c, clip_words[clip_id(c)], cache) for c in todo]
         for future in as_completed(futures):
             cid, error = future.result()
             if error:
                 failed[cid] = error
             else:
-                loaded = _load_cached(cache, cid, clip_words[cid] if extractors.text else None)
+                loaded = load_cached(cache, cid, clip_words[cid] if extractors.text else None)
                 if loaded is None:
                     failed[cid] = "its cache file could not be read back"
                 else:
@@ -444,7 +418,7 @@ def build_corpus(
         raise ValueError("--aligned needs the text modality (word timings), but there is no text model")
     by_split: dict[str, list[tuple[ClipFeatures, float]]] = {}
     for clip in clips:
-        label, split = label_table.get(clip.clip_id, (0.0, "test"))
+        label, split = label_table.get(clip.clip_id, (float("nan"), "test"))  # unlabelled: NaN, never scored
         by_split.setdefault(split, []).append((clip, label))
     splits = {}
     for split in ("train", "valid", "test"):

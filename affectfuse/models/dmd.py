@@ -40,19 +40,31 @@ Deviations from the official code (and where it differs, from the paper):
   and zeros, as it would in a batch padded to exactly its length). Padded steps stay exactly zero through
   E^prt, E^com and D_m (all bias-free), every attention masks padded keys, and h_m / c̄_m are read at the last
   *real* step (the official code reads the last padded one). Predictions are therefore independent of padding.
-- No causal ("future") attention mask: the official `attn_mask: true` hides source steps later than the query plus
-  |T_S - T_T| measured on *padded* lengths, which makes predictions depend on padding (as in affectfuse's MulT).
+- No causal ("future") attention mask by default (`causal=True` restores it): the official `attn_mask: true` hides
+  source steps later than the query plus |T_S - T_T| measured on *padded* lengths, which makes predictions depend on
+  padding (as in affectfuse's MulT). Measured (d 8, eval): with `causal=True` a sample's prediction moves by up to
+  0.006 when a batchmate is longer in one modality only (batches are trimmed per modality to their longest sample),
+  which happens on unaligned corpora; padding every modality alike (aligned corpora) changes nothing. The option
+  reproduces the official masked step within 5e-7 (tests/parity/test_dmd.py); without it the official weights give
+  predictions 0.003-0.007 apart on the fixtures.
 - Kernel clamping. A kernel longer than the corpus's padded length T_m (utterance-level features, T_m = 1) is
   clamped to T_m: the extra taps could only ever see padding, and the official code would fail.
-- Flatten-Linear heads. The homogeneous heads and the margin projection flatten c_m over a fixed length, so they are
-  sized from the corpus: T'_m = spec.lengths[m] - k_m + 1 (the official code hard-codes MOSI/MOSEI lengths). A
-  batch shorter than that is padded with zero steps before flattening, and padded steps are zero, so the flattened
-  vector does not depend on the batch's padding for every sample whose real steps lie inside the spec length. Real
-  steps beyond it (data longer than the corpus it was built for) are an error.
+- Flatten-Linear heads. The homogeneous heads (time-major, as the official `c_l.transpose(0, 1).view`) and the margin
+  projection (channel-major, as the official `c_l.view` on (B, d, T')) flatten c_m over a fixed length, so they are
+  sized from the corpus: T'_m = spec.lengths[m] - k_m + 1 (the official code hard-codes MOSI/MOSEI lengths). A batch
+  shorter than that is padded with zero steps before flattening, and padded steps are zero, so the flattened vector
+  does not depend on the batch's padding for every sample whose real steps lie inside the spec length. Real steps
+  beyond it (data longer than the corpus it was built for) are an error.
 - L_ort. The official `CosineEmbeddingLoss(target=-1)` on (T', B, d) tensors took the cosine over the *batch* axis
   under PyTorch 1.9 and fails on current PyTorch ("1D target tensor expects 2D input tensors"); the paper's eq. (5)
   is a plain Σ_m cos(c_m, s_m) per sample. Here: Σ_m mean_b max(0, cos(flat s_m, flat c_m)) with each sample's
-  (T'·d) features flattened (spec §8); zero for orthogonal features, positive for aligned ones.
+  (T'·d) features flattened (spec §8); zero for orthogonal features, positive for aligned ones. The official form
+  makes one sample's loss depend on which other samples share its batch. `orthogonality="batch"` restores it
+  (one cosine per step and channel across the batch, mean over real steps and channels; equal to the official value
+  under PyTorch 1.9, tests/parity/test_dmd.py). Measured on the parity fixtures (official weights at init, d 4,
+  batch 4): Σ_m L_ort is 0.73 / 0.57 per sample vs 1.17 / 0.96 across the batch (aligned / unaligned); with its
+  weight λ1·γ = 0.01 the objective moves by 0.004 of 11.3 / 12.9, and the largest gradient entry by 0.01 / 0.007.
+  Its effect on trained accuracy was not measured.
 - L_rec / L_cyc are MSE over real steps only (official: over every padded position). The reconstruction target is
   X̃_m, the projected features (official), not the raw input of the paper's eq. (2).
 - L_mar (eq. 4) follows the code, not the paper's fixed-margin class triplets: the projected common features of all
@@ -122,6 +134,8 @@ class DMDConfig:
     """Dropout on the text features before the projection."""
     embed_dropout: float = 0.2
     """Dropout after the scaled input plus positions, at the entry of every transformer."""
+    position_start: int = 1
+    """First position of the sinusoidal table: 1 as the official (MulT/fairseq-derived) code."""
     attn_dropout: Modalities[float] = Modalities(text=0.3, audio=0.2, vision=0.0)
     """Attention dropout of the common self-attention transformer of each modality and of the crossmodal
     transformers whose *source* is that modality (official `attn_dropout`, `attn_dropout_a`, `attn_dropout_v`)."""
@@ -151,11 +165,17 @@ class DMDConfig:
     """Weight of the representation term inside each unit (`w_losses[1]`)."""
     gd_reg_weight: float = 10.0
     """Weight of the prior regulariser inside each unit (`gd_reg`)."""
+    causal: bool = False
+    """The official `attn_mask`: hide source steps later than the query (+ |T_S - T_T|, on padded lengths) in every
+    transformer. Off by default as in affectfuse's MulT: it makes predictions depend on the batch's padding."""
     homo_repr_in_total: bool = False
     """Add HomoGD's representation term to the objective (official: computed, not added)."""
     hetero_repr: Literal["repel", "attract"] = "repel"
     """HeteroGD's representation term: the official min-cosine hinge that pushes student and teacher apart, or a
     weighted L1 that pulls the student toward the detached teacher."""
+    orthogonality: Literal["sample", "batch"] = "sample"
+    """L_ort's cosine: per sample over its flattened (T'·d) features (paper eq. 5, spec §8), or "batch", the official
+    code as PyTorch 1.9 ran it: one cosine per step and channel across the batch (see Deviations)."""
     margin_scale: float = 0.15
     """Adaptive margin of L_mar: scale · |y_anchor - y_negative|."""
     lambda1: float = 0.1
@@ -390,6 +410,15 @@ def orthogonality_loss(specific: Tensor, common: Tensor) -> Tensor:
     return F.relu(F.cosine_similarity(specific.flatten(1), common.flatten(1), dim=-1)).mean()
 
 
+def batch_orthogonality_loss(specific: Tensor, common: Tensor, mask: Tensor) -> Tensor:
+    """L_ort for one modality as the official code under PyTorch 1.9: max(0, cos) of the (B,) vectors at each
+    (step, channel), averaged over the steps real in some sample and the channels. Padded steps are zero."""
+    dot = (specific * common).sum(0)  # (T', d)
+    norms = (specific.pow(2).sum(0) + 1e-12) * (common.pow(2).sum(0) + 1e-12)
+    steps = mask.any(0).to(dot.dtype)[:, None]  # (T', 1)
+    return (F.relu(dot / norms.sqrt()) * steps).sum() / (steps.sum() * dot.shape[-1]).clamp_min(1.0)
+
+
 def margin_loss(features: Tensor, labels: Tensor, *, scale: float, categorical: bool) -> Tensor:
     """L_mar as the official code: (N, d) features with (N, K) labels; positives have exactly equal labels.
 
@@ -480,9 +509,11 @@ class DMD(FusionModel):
                 layers,
                 cross=cross,
                 embed_dropout=config.embed_dropout,
+                position_start=config.position_start,
                 attn_dropout=attn_dropout,
                 relu_dropout=config.relu_dropout,
                 res_dropout=config.res_dropout,
+                causal=config.causal,
             )
 
         # Homogeneous branch: self-attention over each c_m.
@@ -600,8 +631,14 @@ class DMD(FusionModel):
             x_hat = aux["decoder"][m](torch.cat([state.s[m], state.c[m]], dim=-1))  # X̂_m, zero on padding
             reconstruction = reconstruction + masked_mse(x_hat, state.x_tilde[m], state.masks[m])
             cycle = cycle + masked_mse(self.specific[m](x_hat), state.s[m], state.masks[m])
-            orthogonality = orthogonality + orthogonality_loss(state.s[m], state.c[m])
-        aligned = torch.stack([aux["align"][m](flat[m]) for m in self.modalities], dim=1).flatten(0, 1)  # (B·M, d)
+            if c.orthogonality == "batch":
+                orthogonality = orthogonality + batch_orthogonality_loss(state.s[m], state.c[m], state.masks[m])
+            else:
+                orthogonality = orthogonality + orthogonality_loss(state.s[m], state.c[m])
+        # the margin projection reads c_m channel-major, (d, T') flattened, as the official `c_l.view(B, -1)` on
+        # (B, d, T') tensors: official weights then load as they are
+        channel_major = {m: f.unflatten(1, (self.steps[m], -1)).transpose(1, 2).flatten(1) for m, f in flat.items()}
+        aligned = torch.stack([aux["align"][m](channel_major[m]) for m in self.modalities], dim=1).flatten(0, 1)
         labels = batch.label.reshape(len(batch), -1).repeat_interleave(len(self.modalities), dim=0)  # (B·M, K)
         margin = margin_loss(aligned, labels, scale=c.margin_scale, categorical=spec.task == "classification")
 

@@ -45,8 +45,11 @@ Deviations from the official code:
   keys are all padding returns zeros (the official code attends uniformly over padding).
 - Corpora without a modality (POM has no text): G has one slot per present modality, M = 2, and the attention pool
   scores M contexts of M·D; the head, attraction and reconstruction use the present modalities only.
-- Options that are constant in every official config are not exposed: learnable positions (off),
-  position-embedding dropout (0), LSTM dropout (0), pool activation (tanh).
+- Positions: the official interleaved table (`interleaved_positions`), counted from each sequence's first real
+  step. As the official code, the audio/vision LSTM has no output Linear when it is already as wide as its output,
+  and a modality already D wide has no projection (an earlier version always added both: +1,328 parameters at
+  MOSEI shapes and another position table). Options that are constant in every official config are not exposed:
+  learnable positions (off), position-embedding dropout (0), LSTM dropout (0), pool activation (tanh).
 - Loss terms use mean reductions as the official code; classification corpora use cross-entropy task terms.
 
 Parity (tests/parity/test_emt_dlfr.py, docs/parity/emt_dlfr.md): with the official weights converted by

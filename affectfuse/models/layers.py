@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -14,6 +15,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     A sample with no real step (a missing modality) pools to zeros instead of dividing by zero. MMSA averages over
     the padded length, which shrinks the features of short clips; we never do.
     """
+    if bool(mask.all()):  # every step real (utterance-level or aligned full-length data): a plain mean
+        return x.mean(1)
     weights = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
@@ -24,6 +27,8 @@ def front_align(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     Recurrent encoders pack sequences by length, which assumes end padding; the SDK pads at the front. After this
     both paddings give identical results.
     """
+    if not bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # no real step after a padded one: already in front
+        return x, mask.sum(1)
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices  # real steps first, in time order
     x = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
     return x, mask.sum(1)
@@ -71,10 +76,13 @@ class TextSubNet(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
         x, lengths = front_align(x, mask)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
+        if bool((lengths == x.shape[1]).all()):  # full-length batch: no padding to skip, no packing to pay for
+            _, (h, _) = self.rnn(x)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            _, (h, _) = self.rnn(packed)  # h: (1, B, hidden)
         return self.linear(self.drop(h[0]))
 
 
@@ -110,6 +118,10 @@ def sinusoidal_positions(length: int, dim: int, *, start: int = 0, device: torch
     table = torch.cat([angles.sin(), angles.cos()], dim=1)
     return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
 
+
+CHUNKED_MIN_SCORES = 128 * 128
+"""Attention with dropout on CPU goes through the chunked kernel from this many scores per (sample, head) on; below
+it the score matrices are small enough that one batched pass (SDPA's math path) is faster than the per-chunk loop."""
 
 CHUNK_ELEMENTS = 1 << 18
 """Attention scores per chunk of the chunked kernel (1 MiB of float32: one 500 x 500 head stays in cache)."""
@@ -201,6 +213,21 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
         return dq.mul_(dim**-0.5), dk.mul_(dim**-0.5), dv, None, None
 
 
+INITS = ("pytorch", "xavier")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def xavier_linear(linear: nn.Linear) -> None:
+    """fairseq's `Linear`: xavier-uniform weight, zero bias."""
+    nn.init.xavier_uniform_(linear.weight)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` (fused kernels where available).
 
@@ -219,26 +246,52 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         qkv_bias: bool = True,
         out_bias: bool = True,
+        init: str = "pytorch",
     ) -> None:
+        """`init="xavier"` is fairseq's (MulT, MMSA, DMD): the query, key and value weights drawn as one (3 d, d)
+        xavier-uniform matrix (bound sqrt(6 / 4d), not each its own), xavier-uniform output weights, zero biases.
+        `init="pytorch"` keeps `nn.Linear`'s default."""
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        check_init(init)
         self.heads = heads
         self.dropout = dropout
         self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
         self.out = nn.Linear(dim, dim, bias=out_bias)
+        if init == "xavier":
+            fan_in = context_dim or dim
+            bound = math.sqrt(6.0 / (fan_in + 3 * dim))  # fairseq's joint in_proj_weight
+            for linear in (self.to_q, self.to_kv, self.out):
+                xavier_linear(linear)
+            for linear in (self.to_q, self.to_kv):
+                nn.init.uniform_(linear.weight, -bound, bound)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, *, key_mask: Tensor | None = None, causal: bool = False
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        value: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        causal: bool = False,
     ) -> Tensor:
+        """`value` (B, Tk, Dc), when given, feeds the values while `context` feeds the keys (MulT's key and value
+        streams carry independent embedding-dropout masks); by default both come from `context`."""
         context = x if context is None else context
         b, tq, d = x.shape
         tk = context.shape[1]
         q = self.to_q(x).view(b, tq, self.heads, -1).transpose(1, 2)  # (B, h, Tq, d/h)
-        k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        if value is None:
+            k, v = self.to_kv(context).view(b, tk, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, d/h)
+        else:
+            w_k, w_v = self.to_kv.weight.chunk(2)
+            b_k, b_v = self.to_kv.bias.chunk(2) if self.to_kv.bias is not None else (None, None)
+            k = nn.functional.linear(context, w_k, b_k).view(b, tk, self.heads, -1).transpose(1, 2)
+            v = nn.functional.linear(value, w_v, b_v).view(b, tk, self.heads, -1).transpose(1, 2)
         mask = None
-        if key_mask is not None:
+        if key_mask is not None and not bool(key_mask.all()):  # an all-real mask would only cost the fused kernels
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
         if causal:
             future = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)[None, None]  # (1, 1, Tq, Tk)
@@ -250,7 +303,7 @@ class MultiHeadAttention(nn.Module):
             blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
             mask = mask | blind
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and use_chunked_dropout_attention(q):
+        if dropout > 0 and tq * tk >= CHUNKED_MIN_SCORES and use_chunked_dropout_attention(q):
             y = chunked_dropout_attention(q, k, v, mask, dropout)  # CPU has no fused kernel with dropout
         else:
             y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
@@ -262,14 +315,21 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise MLP: Linear -> ReLU (or GEGLU) -> Dropout -> Linear."""
 
-    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu") -> None:
+    def __init__(
+        self, dim: int, hidden: int, *, dropout: float = 0.0, activation: str = "relu", init: str = "pytorch"
+    ) -> None:
+        """`init="xavier"`: xavier-uniform weights and zero biases (fairseq's `Linear`, MulT's fc1/fc2)."""
         super().__init__()
         if activation not in ("relu", "geglu"):
             raise ValueError(f"activation must be 'relu' or 'geglu', got {activation!r}")
+        check_init(init)
         self.geglu = activation == "geglu"
         self.up = nn.Linear(dim, hidden * (2 if self.geglu else 1))
         self.drop = nn.Dropout(dropout)
         self.down = nn.Linear(hidden, dim)
+        if init == "xavier":
+            xavier_linear(self.up)
+            xavier_linear(self.down)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.up(x)
@@ -301,14 +361,15 @@ class TransformerLayer(nn.Module):
         res_dropout: float = 0.0,
         activation: str = "relu",
         qkv_bias: bool = True,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
         self.cross = cross
         self.norm = nn.LayerNorm(dim)
         self.context_norm = nn.LayerNorm(dim) if cross and not shared_norm else None
-        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias)
+        self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias, init=init)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation)
+        self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation, init=init)
         self.drop = nn.Dropout(res_dropout)
 
     def forward(
@@ -319,13 +380,15 @@ class TransformerLayer(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         causal: bool = False,
+        value: Tensor | None = None,
     ) -> Tensor:
         h = self.norm(x)
         if self.cross:
             if context is None:
                 raise ValueError("a cross-attention layer needs a context sequence")
-            c = (self.context_norm or self.norm)(context)
-            x = x + self.drop(self.attn(h, c, key_mask=context_mask, causal=causal))
+            norm = self.context_norm or self.norm
+            v = None if value is None else norm(value)
+            x = x + self.drop(self.attn(h, norm(context), value=v, key_mask=context_mask, causal=causal))
         else:
             x = x + self.drop(self.attn(h, key_mask=mask, causal=causal))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
@@ -336,6 +399,15 @@ class TransformerEncoder(nn.Module):
 
     With `cross=True` every layer attends from `x` (the target modality) to `context` (the source modality), which
     receives the same scaling and positions.
+
+    Options, defaults as in MulT's official code:
+    - `separate_kv_dropout`: the source's key and value streams each get their own embedding-dropout mask (the
+      official encoder calls dropout on its key and value inputs apart). Only in training with `embed_dropout > 0`
+      do the streams differ; otherwise one stream serves both (one projection). False: one mask shared by both.
+    - `positions` / `position_start`: add the sinusoidal table numbered from `position_start` (fairseq: 1; this
+      default stays 0 for callers that relied on it); `positions=False` adds none (MMSA's encoder default).
+    - `init`: "xavier", fairseq's initialisation of the attention and feed-forward linears (see MultiHeadAttention),
+      or "pytorch" (`nn.Linear` defaults).
     """
 
     def __init__(
@@ -351,23 +423,39 @@ class TransformerEncoder(nn.Module):
         res_dropout: float = 0.0,
         causal: bool = False,
         position_start: int = 0,
+        positions: bool = True,
+        separate_kv_dropout: bool = True,
+        init: str = "xavier",
     ) -> None:
         super().__init__()
         self.dim = dim
         self.causal = causal
         self.position_start = position_start
+        self.positions = positions
+        self.separate_kv_dropout = separate_kv_dropout
         self.embed_drop = nn.Dropout(embed_dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
-                dim, heads, cross=cross, attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout
+                dim,
+                heads,
+                cross=cross,
+                attn_dropout=attn_dropout,
+                relu_dropout=relu_dropout,
+                res_dropout=res_dropout,
+                init=init,
             )
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 
+    def positioned(self, x: Tensor) -> Tensor:
+        x = x * math.sqrt(self.dim)
+        if not self.positions:
+            return x
+        return x + sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
+
     def embed(self, x: Tensor) -> Tensor:
-        positions = sinusoidal_positions(x.shape[1], self.dim, start=self.position_start, device=x.device).to(x.dtype)
-        return self.embed_drop(x * math.sqrt(self.dim) + positions)
+        return self.embed_drop(self.positioned(x))
 
     def forward(
         self,
@@ -378,7 +466,20 @@ class TransformerEncoder(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
         x = self.embed(x)
-        context = self.embed(context) if context is not None else None
+        value = None
+        if self.causal and context is not None and context.shape[1] < x.shape[1]:
+            # The official future mask lets query i see source steps j <= i + |T_S - T_T|; the attention block offsets
+            # by T_S - T_T. Masked source steps appended to T_S' = 2 T_T - T_S make the two agree.
+            extra = 2 * (x.shape[1] - context.shape[1])
+            if context_mask is None:
+                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            context, context_mask = F.pad(context, (0, 0, 0, extra)), F.pad(context_mask, (0, extra))
+        if context is not None:
+            context = self.positioned(context)
+            keys = self.embed_drop(context)
+            if self.separate_kv_dropout and self.training and self.embed_drop.p > 0:
+                value = self.embed_drop(context)  # its own mask: the official code drops keys and values apart
+            context = keys
         for layer in self.layers:
-            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal)
+            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal, value=value)
         return self.norm(x)

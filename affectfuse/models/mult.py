@@ -8,19 +8,31 @@ out. The three readouts are concatenated and passed through a residual MLP and a
 
 Symbols (the paper's): L/A/V = text/audio/vision; X̂_m = Conv1D(X_m) ∈ R^{T_m x d}; D = crossmodal layers
 (`layers`); Z_{S→T} = CM_{S→T}(X̂_T, X̂_S) ∈ R^{T_T x d}. Every transformer (layers.TransformerEncoder) scales its
-input by sqrt(width), adds sinusoidal positions, applies dropout, runs pre-LN layers and ends with a LayerNorm; the
-crossmodal layers normalise query and source with the same LayerNorm, as the official code does.
+input by sqrt(width), adds sinusoidal positions numbered from 1, applies dropout, runs pre-LN layers and ends with a
+LayerNorm. As in the official code, a crossmodal transformer embeds its source twice, for the keys and for the
+values, with separate dropout masks, and its layers normalise query, keys and values with the same LayerNorm; the
+attention and feed-forward linears start from fairseq's xavier-uniform weights and zero biases.
+
+Parity: with the official weights converted (affectfuse/convert/mult.py) our default model reproduces the official
+`MULTModel` (and MMSA's `MULT`, with `positions=False, conv_keeps_length=False`) on unpadded batches to 1e-6
+(outputs, loss, gradients; tests/parity/test_mult.py, docs/parity/mult.md). Options restoring this project's earlier
+behaviour: `position_start=0`, `separate_kv_dropout=False`, `init="pytorch"`.
 
 Spec: shared/spec/methods.md §3. Paper hyper-parameters: Table 5 of the paper (appendix). Official code:
 yaohungt/Multimodal-Transformer (MIT); MMSA and EMT-DLFR carry variants of it. Re-implemented, nothing copied.
 
-Deviations from the official code (the paper says nothing about padding):
+Deviations from the official code (the paper says nothing about padding). Measured effect of the first two on the
+parity fixture `mult/unaligned` (d = 4, official weights, one sample end-padded by 2/1/3 text/audio/vision steps):
+the official prediction for that sample moves by 0.089 (0.389 -> 0.301) from its prediction without the padding;
+ours stays equal to it (to 1e-7); unpadded samples agree to 1e-7. They have no option: the official behaviour makes
+a prediction depend on the batch it is in, which no setting here should reproduce.
 - Key-padding masks. The official code attends over padded steps (it has no key-padding mask); here every
   attention ignores padded keys, and a source with no real step (a missing modality) contributes zeros.
 - Readout at the last *real* step of each sample, not at the last padded step: with end padding the official code
   reads a padded position. A target modality with no real step reads out zeros. Sequences are first moved to the
   front of the padded length (`layers.front_align`), so front and end padding give the same result.
-- Temporal convolution without shortening: the official Conv1d (no padding, no bias) returns T - k + 1 steps. Here
+- Temporal convolution without shortening (`conv_keeps_length=False` restores the official one): the official Conv1d
+  (no padding, no bias) returns T - k + 1 steps. Here
   every real step t gets the window t..t+k-1 with zeros beyond the sample's real steps, which is exactly what the
   official code computes for any sample shorter than the padded length; the sequence keeps its length and mask, so
   no short sample loses a modality. A kernel longer than the corpus's padded length T_m (utterance-level features,
@@ -30,11 +42,23 @@ Deviations from the official code (the paper says nothing about padding):
   steps later than the query plus |T_S - T_T|, measured on the *padded* lengths. The paper does not describe it; it
   makes what a step sees depend on how much padding the batch has; and with the readout at the last step the
   self-attention part sees everything either way. `causal=True` restores it (same rule, padded lengths, hence not
-  padding-invariant across batches with different padded lengths).
+  padding-invariant across batches with different padded lengths). Measured: on the unpadded `mult/unaligned_causal`
+  fixture, turning the mask off moves predictions by up to 0.016; with it on, our prediction for the end-padded
+  sample above moves by 0.004 with the padding (0.375 -> 0.371). Its effect on trained accuracy was not measured.
 - The official code ties the dropout on the raw text features and the dropout after the position embedding in one
   flag (`embed_dropout`); MMSA splits them (`text_dropout`, `embed_dropout`). Both are fields here.
-- Positions count real steps from 0 (the shared sinusoidal table); the official fairseq table starts at 1 and gives
-  steps whose first feature is exactly 0 (taken as padding) a zero embedding.
+- Positions. As the official fairseq table, positions are numbered from 1 (`position_start`, default 1) and the
+  table's layout is fairseq's. The official table derives positions from the input values: a step whose *first
+  feature* is exactly 0 counts as padding and gets a zero embedding, and the other steps are numbered by their index
+  in the padded sequence. Here positions count the real steps of front-aligned sequences, whatever their values:
+  padded steps get positions too, but as keys they are masked and as queries their outputs are never read, so
+  they cannot matter; with front padding (the SDK's) the official code numbers a sample's first real step after its
+  padding, here it is always step 1; and a real step whose first feature is exactly 0 (after the convolution, a
+  measure-zero event for real features) keeps its position here. The parity fixtures (unpadded inputs) agree to
+  float precision. MMSA's MULT adds no positions at all: `positions=False`.
+- Unused official parameters: the official model builds all three self-attention transformers even with
+  `--lonly/--aonly/--vonly` (`only`, e.g. ("text",) for `--lonly`); we build those of the kept targets only (the
+  converter drops the rest).
 - Two-modality corpora (POM has no text): targets are the present modalities, each attending to the other one, so
   each target stream is d wide instead of 2d (the official partial modes drop targets, not sources).
 """
@@ -42,6 +66,7 @@ Deviations from the official code (the paper says nothing about padding):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +114,24 @@ class MulTConfig:
     """Dropout on each residual branch."""
     out_dropout: float = 0.0
     """Dropout inside the residual output MLP (Table 5's "output dropout")."""
+    only: tuple[str, ...] = ()
+    """The target modalities kept (official `--lonly/--aonly/--vonly`, e.g. ("text",)); empty: every modality of the
+    corpus is a target, as the official default (all three)."""
+    position_start: int = 1
+    """First position of the sinusoidal table: 1 as the official (fairseq) code; 0 was this project's earlier
+    default (official weights then see shifted positions: predictions move by 0.26-0.49 on the parity fixtures)."""
+    positions: bool = True
+    """Add sinusoidal positions at the entry of every transformer (official); MMSA's MULT adds none (False)."""
+    separate_kv_dropout: bool = True
+    """Crossmodal keys and values get separate embedding-dropout masks (official: two dropout calls). False: one
+    mask shared by both (this project's earlier behaviour)."""
+    init: Literal["xavier", "pytorch"] = "xavier"
+    """Initialisation of the attention and feed-forward linears: fairseq's (official: xavier-uniform weights, the
+    query/key/value ones as one (3d, d) matrix, zero biases) or `nn.Linear`'s default ("pytorch", this project's
+    earlier behaviour). The convolutions and the output MLP keep PyTorch's defaults in both, as the official code."""
+    conv_keeps_length: bool = True
+    """True: the temporal convolution keeps each sequence's length (module docstring). False: the official valid
+    convolution, T_m - k + 1 steps, a sample's real steps shortened by k - 1 (one shorter than k loses the modality)."""
     causal: bool = False
     """Hide source steps later than the query (+ |T_S - T_T|, on padded lengths) as the official `attn_mask` does;
     off by default because it makes predictions depend on the batch's padding (see the module docstring)."""
@@ -227,20 +270,31 @@ RECIPES = {
 
 
 class TemporalConv(nn.Module):
-    """X̂_m = Conv1D(X_m, k): a k-step convolution to width d, no bias (official), keeping the sequence's length.
+    """X̂_m = Conv1D(X_m, k): a k-step convolution to width d, no bias (official).
 
-    Padded steps are zeroed first and k - 1 zero steps appended, so real step t sees steps t..t+k-1 of its own sample
-    and zeros beyond them, whatever the batch's padding.
+    Padded steps are zeroed first. With `keep_length` k - 1 zero steps are appended, so real step t sees steps
+    t..t+k-1 of its own sample and zeros beyond them, whatever the batch's padding, and the mask is unchanged.
+    Without it the convolution is the official valid one: T - k + 1 outputs, of which a front-aligned sample of
+    length n keeps n - k + 1 real ones (none when n < k).
     """
 
-    def __init__(self, in_dim: int, dim: int, kernel: int) -> None:
+    def __init__(self, in_dim: int, dim: int, kernel: int, *, keep_length: bool = True) -> None:
         super().__init__()
         self.kernel = kernel
+        self.keep_length = keep_length
         self.conv = nn.Conv1d(in_dim, dim, kernel_size=kernel, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, T, d)
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, T', d)
         x = (x * mask.unsqueeze(-1).to(x.dtype)).transpose(1, 2)  # (B, D_in, T)
-        return self.conv(F.pad(x, (0, self.kernel - 1))).transpose(1, 2)
+        # A valid convolution of a batch padded to fewer than k steps still returns one (masked) step.
+        extra = self.kernel - 1 if self.keep_length else max(0, self.kernel - x.shape[-1])
+        return self.conv(F.pad(x, (0, extra))).transpose(1, 2)
+
+    def output_mask(self, mask: Tensor) -> Tensor:
+        """The (B, T') mask of the outputs for a front-aligned (B, T) input mask."""
+        if self.keep_length:
+            return mask
+        return F.pad(mask, (0, max(0, self.kernel - mask.shape[1])))[:, self.kernel - 1 :]
 
 
 @register_model("mult", config=MulTConfig, recipes=RECIPES)
@@ -251,11 +305,30 @@ class MulT(FusionModel):
         if len(self.targets) < 2:
             raise ValueError(f"MulT needs at least two modalities to attend across; this corpus has {self.targets}")
         d = config.dim
+        unknown = sorted(set(config.only) - set(self.targets))
+        if unknown:
+            raise ValueError(f"MulTConfig.only names {unknown}, not modalities of this corpus {list(self.targets)}")
+        self.outputs = tuple(m for m in self.targets if m in config.only) if config.only else self.targets
         self.text_encoder = TextEncoder(spec) if "text" in self.targets else None
         in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.targets}
         self.text_drop = nn.Dropout(config.text_dropout)
         self.conv = nn.ModuleDict(
-            {m: TemporalConv(in_dims[m], d, min(config.kernel[m], spec.lengths[m])) for m in self.targets}
+            {
+                m: TemporalConv(
+                    in_dims[m], d, min(config.kernel[m], spec.lengths[m]), keep_length=config.conv_keeps_length
+                )
+                for m in self.targets
+            }
+        )
+        shared = dict(
+            embed_dropout=config.embed_dropout,
+            relu_dropout=config.relu_dropout,
+            res_dropout=config.res_dropout,
+            causal=config.causal,
+            position_start=config.position_start,
+            positions=config.positions,
+            separate_kv_dropout=config.separate_kv_dropout,
+            init=config.init,
         )
         # CM_{S→T} for every ordered pair of distinct modalities, keyed "source_to_target".
         self.crossmodal = nn.ModuleDict(
@@ -265,13 +338,10 @@ class MulT(FusionModel):
                     config.heads,
                     config.layers,
                     cross=True,
-                    embed_dropout=config.embed_dropout,
                     attn_dropout=config.attn_dropout[s],
-                    relu_dropout=config.relu_dropout,
-                    res_dropout=config.res_dropout,
-                    causal=config.causal,
+                    **shared,
                 )
-                for t in self.targets
+                for t in self.outputs
                 for s in self.sources(t)
             }
         )
@@ -282,16 +352,13 @@ class MulT(FusionModel):
                     width,
                     config.heads,
                     max(config.layers, MIN_SELF_LAYERS),
-                    embed_dropout=config.embed_dropout,
                     attn_dropout=config.self_attn_dropout,
-                    relu_dropout=config.relu_dropout,
-                    res_dropout=config.res_dropout,
-                    causal=config.causal,
+                    **shared,
                 )
-                for t in self.targets
+                for t in self.outputs
             }
         )
-        combined = len(self.targets) * width
+        combined = len(self.outputs) * width
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
         self.out_drop = nn.Dropout(config.out_dropout)
@@ -308,9 +375,9 @@ class MulT(FusionModel):
             mask = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T_m), real steps first
             if m == "text":
                 x = self.text_drop(self.text_encoder(x, mask))
-            x_hat[m], masks[m] = self.conv[m](x, mask), mask
+            x_hat[m], masks[m] = self.conv[m](x, mask), self.conv[m].output_mask(mask)
         z = {}
-        for t in self.targets:
+        for t in self.outputs:
             z[t] = torch.cat(
                 [self.cross(f"{s}_to_{t}", x_hat[t], masks[t], x_hat[s], masks[s]) for s in self.sources(t)], dim=-1
             )
@@ -318,16 +385,11 @@ class MulT(FusionModel):
 
     def cross(self, name: str, target: Tensor, target_mask: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
         """Z_{S→T} = CM_{S→T}(X̂_T, X̂_S): (B, T_T, d) queries attending to (B, T_S, d) keys and values."""
-        if self.config.causal and source.shape[1] < target.shape[1]:
-            # The official future mask lets query i see source steps j <= i + |T_S - T_T|; the shared attention
-            # block offsets by T_S - T_T. Masked source steps appended to T_S' = 2 T_T - T_S make the two agree.
-            extra = 2 * (target.shape[1] - source.shape[1])
-            source, source_mask = F.pad(source, (0, 0, 0, extra)), F.pad(source_mask, (0, extra))
         return self.crossmodal[name](target, target_mask, context=source, context_mask=source_mask)
 
     def forward(self, batch: Batch) -> Output:
         z, masks = self.crossmodal_streams(batch)
-        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.targets], dim=-1)
+        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.outputs], dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))  # residual block, (B, M (M-1) d)
         return Output(self.shape_output(self.out(h)))
 

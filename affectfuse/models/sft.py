@@ -7,7 +7,7 @@ other tokens are max-pooled along time with kernel = stride = k_m. The fused seq
 
     z = [CLS_text + CLS_audio + CLS_vision; pool(z_text); pool(z_audio); pool(z_vision)]
 
-has 1 + Σ_m ⌈T_m / k_m⌉ tokens (18 on MOSEI instead of 1,053 for plain concatenation), and the remaining L_post
+has 1 + Σ_m ⌊T_m / k_m⌋ tokens (16 on MOSEI instead of 1,053 for plain concatenation), and the remaining L_post
 joint blocks run on it. That is where the paper's "up to 6x lower compute and memory" comes from: fusion happens
 once, after one unimodal block, and 11 of the 12 blocks see only the few pooled tokens. The prediction is read from
 the fused [CLS] token.
@@ -31,17 +31,22 @@ Deviations from the official code:
   and never applies the sparse mask, so the published runs very probably attended densely (spec §7.2). We implement
   what ran. Of the code's pooling types, `max` (every published run) and `avg` are implemented; the attention-based,
   top-k, random and k-medoids variants and the optional second "weak fusion" pooling stage are not.
-- Padding. The code has no masks: padded frames are tokens like any other. Here each modality's real steps are first
-  moved to the front (`layers.front_align`: front- and end-padded corpora give the same tokens and positions), every
-  attention ignores padded keys, padded steps never win a max nor count in an average, and a window without a real
-  step becomes a padded token. A sample missing a modality keeps that modality's [CLS] (which then attends only to
-  itself) in the fused [CLS] sum and contributes no pooled token.
-- Ceil windows. nn.MaxPool1d without padding keeps ⌊T/k⌋ windows and silently drops the last T mod k steps (MOSEI:
-  500 steps, k = 64 -> 7 tokens, the last 52 steps never seen). We keep ⌈T/k⌉ windows, the last one partial, so no
-  real step is lost and appended padding cannot change a prediction: MOSEI gives 1/8/8 text/audio/vision tokens and
-  a fused length of 18 instead of 16.
+- Padding (`mask_padding=True`, kept). The code has no masks: padded frames are tokens like any other, so a
+  prediction depends on how much padding its batch carries. Here each modality's real steps are first moved to the
+  front (`layers.front_align`: front- and end-padded corpora give the same tokens and positions), every attention
+  ignores padded keys, padded steps never win a max nor count in an average, and a window without a real step becomes
+  a padded token. A sample missing a modality keeps that modality's [CLS] (which then attends only to itself) in the
+  fused [CLS] sum and contributes no pooled token. Identical on unpadded input; measured on the `padded` parity
+  fixture (end padding with zeros, logits within ±0.44): the unpadded sample's logits equal the official to 1e-7,
+  the padded samples' move by 0.06 to 0.40. `mask_padding=False` restores the official handling (every step of the
+  corpus's padded length T_m a token, zeros beyond the batch's length; tested against the official code).
+- Windows (`pool_windows="floor"`, official, default). nn.MaxPool1d without padding keeps ⌊T/k⌋ windows of the
+  padded length and never sees the last T mod k steps (MOSEI: 500 steps, k = 64 -> 7 tokens, the last 52 steps
+  dropped; 1/7/7 text/audio/vision tokens, a fused length of 16). `pool_windows="ceil"` keeps ⌈T/k⌉ windows, the last
+  one partial, so no real step is lost (MOSEI: 1/8/8, fused length 18); on the `floor` fixture it moves the logits by
+  up to 0.069. No measured gain in accuracy, hence not the default.
 - A kernel longer than the corpus's padded length T_m is clamped to T_m (utterance-level features, T_m = 1, give one
-  token per modality).
+  token per modality; the official MaxPool1d would fail).
 - Learned positions exist for T_m + 1 slots, sized from `spec.lengths`. A batch with more *real* steps than that is an
   error naming the modality and both lengths; extra padded steps are cut off.
 - Task head: LN -> Linear on the fused [CLS]; K scores for regression corpora (L1 loss and the MSA metrics), K x C
@@ -51,17 +56,29 @@ Deviations from the official code:
 - Latent mixup is off by default (`mixup`). Every published command enables it (`--mixup any --alpha_type
   permodality`): per sample and modality λ ~ Beta(0.3, 0.3), a random block (pre- or post-fusion) after which hidden
   states are mixed with a permuted batch, and loss λ̄ L(y_a) + (1 - λ̄) L(y_b) with λ̄ the modalities' mean. Whether
-  the paper's numbers use it is unclear (spec §7.3). It lives in `loss` only; `forward` never mixes. Differences:
-  (1) the code skips mixup for 5 warm-up epochs, which a model without epoch state cannot know: with `mixup=True` it
-  starts at the first step; (2) the code mixes the fused sequence with the *first* modality's λ (vision) but weights
-  the loss with λ̄; here the fused sequence is mixed with λ̄, so the loss weights match the mix; (3) padding: a mixed
+  the paper's numbers use it is unclear (spec §7.3), and the code's warm-up cannot be expressed by a model: it skips
+  mixup for the first 5 epochs (2 under run.sh's `--debug`), which a model without epoch state cannot count, so with
+  `mixup=True` it starts at the first step. It lives in `loss` only; `forward` never mixes. With a given draw
+  (`mixup_loss`) the mixed logits, loss and gradients equal the official code's (parity fixtures, mixing after the
+  unimodal block and after a joint block). The code mixes the fused sequence with its *first* modality's λ (vision)
+  while weighting the loss with λ̄; that is the default (`mixup_fused_lambda="vision"`); `"mean"` mixes it with λ̄, so
+  the loss weights match the mix (moves the mixed logits of the `mixup_post` fixture by up to 0.061). Padding: a mixed
   step is real if it is real in either sample, and a step real in one sample only carries that sample's weighted
-  state (padded states are zeroed first).
+  state (padded states are zeroed first); the official code mixes padded frames like any other.
 - Training: the recipes follow run.sh's stated 20 epochs; its lines also pass `--debug`, which would cut a run to 5
   epochs of 11 batches. The code keeps the best validation cross-entropy after epoch 6 (`delay_stop`) and skips
   incomplete batches; here the trainer selects on its monitor over all epochs and uses every batch.
-- Initialisation: [CLS] tokens and position tables are N(0, 1) as in the code; linear layers keep PyTorch's defaults
-  (nn.MultiheadAttention initialises its input projection with Xavier instead).
+
+Initialisation (`init="official"`, default): [CLS] tokens and position tables N(0, 1); the unimodal and joint
+attention as torch's nn.MultiheadAttention (Xavier-uniform over the packed (3d, d) query/key/value matrix, zero
+biases, nn.Linear's default output weight), the sparse-pooling attention as fairseq's (Xavier-uniform with gain 1/√2
+per query/key/value matrix, nn.Linear's default biases, Xavier-uniform output weight, zero output bias); every other
+layer nn.Linear/LayerNorm defaults, as there. `init="pytorch"`: nn.Linear's defaults everywhere.
+
+Parity: with converted official weights, logits (eval; train with every dropout 0), the cross-entropy (with and
+without mixup) and every gradient equal the official code's within 1e-5, measured ≤ 2.4e-7 (tests/parity/test_sft.py,
+docs/parity/sft.md; the official sparse-pooling attention runs fairseq's dense path through a stand-in, see
+tests/fixtures/parity/make_sft.py).
 """
 
 from __future__ import annotations
@@ -96,9 +113,22 @@ class SFTConfig:
     """Joint blocks on the fused sequence (L_post)."""
     pool_kernel: Modalities[int] = Modalities(text=50, audio=64, vision=64)
     """Token-reduction factor k_m: kernel = stride of the pooling along time (run.sh `--ks_modality 64,64,50` for
-    video, audio, text). A modality of T_m steps keeps ⌈T_m / k_m⌉ tokens; k_m is clamped to T_m."""
+    video, audio, text). A modality of T_m steps keeps ⌊T_m / k_m⌋ tokens (⌈T_m / k_m⌉ with `pool_windows="ceil"`);
+    k_m is clamped to T_m."""
     pool: Literal["max", "avg"] = "max"
     """Pooling of each window: `max` (every published run) or `avg`, both over real steps only."""
+    pool_windows: Literal["floor", "ceil"] = "floor"
+    """`floor` (official): nn.MaxPool1d's ⌊T_m / k_m⌋ windows of the padded length T_m, so the last T_m mod k_m
+    steps are never pooled (MOSEI: 52 of the 500 audio and vision steps); `ceil`: ⌈T_m / k_m⌉ windows, the last one
+    partial, so every real step is pooled."""
+    mask_padding: bool = True
+    """True: padded steps are moved behind the real ones and ignored by every attention and pooling window; False
+    (official): no masks, padded frames are tokens like any other (module docstring, "Padding")."""
+    init: Literal["official", "pytorch"] = "official"
+    """`official`: the attention weights start as the official modules' (torch nn.MultiheadAttention in the
+    unimodal and joint blocks: Xavier-uniform over the (3d, d) query/key/value matrix, zero biases; fairseq's
+    attention in the sparse-pooling block: Xavier-uniform with gain 1/√2 per query/key/value matrix, Xavier-uniform
+    output, zero output bias); `pytorch`: nn.Linear's defaults everywhere."""
     dropout: float = 0.0
     """Dropout on every residual branch and inside the MLPs (official `--dropout`, 0 in every published run)."""
     mixup: bool = False
@@ -106,6 +136,10 @@ class SFTConfig:
     cannot count, so here it is on from the first step or off (see the module docstring)."""
     mixup_alpha: float = 0.3
     """α of the Beta(α, α) distribution of the mixing weights λ (official `--alpha`)."""
+    mixup_fused_lambda: Literal["vision", "mean"] = "vision"
+    """λ that mixes the fused sequence after a joint block: `vision` (official: the first modality's λ, vision in
+    the code's rgb/spec/text order; audio's, then text's where vision is absent) or `mean`, the modalities' mean λ̄
+    that also weights the two labels in the loss."""
 
 
 def _mosei_train() -> TrainConfig:
@@ -132,9 +166,10 @@ RECIPES = {
         source="yding37/sft run.sh (MOSEI) and main.py defaults; regression head, mixup off (module docstring)",
     ),
     # MOSI unaligned is 50/375/500 steps: kernels chosen to keep MOSEI's published token budget of 1/7/7 tokens
-    # (⌈50/50⌉, ⌈375/54⌉, ⌈500/72⌉). On utterance-level MOSI (T = 1) every kernel is clamped to 1.
+    # with the official floor windows (⌊50/50⌋, ⌊375/53⌋, ⌊500/71⌋; 4 and 3 steps left over, against 52 on MOSEI).
+    # On utterance-level MOSI (T = 1) every kernel is clamped to 1.
     "mosi": Recipe(
-        model=SFTConfig(pool_kernel=Modalities(text=50, audio=54, vision=72)),
+        model=SFTConfig(pool_kernel=Modalities(text=50, audio=53, vision=71)),
         train=_mosei_train(),
         source="affectfuse: the MOSEI run.sh setting with pooling kernels adapted to MOSI's unaligned lengths",
     ),
@@ -220,18 +255,22 @@ def pool_tokens(x: Tensor, mask: Tensor, kernel: int, pool: str) -> tuple[Tensor
 
 class SparsePooling(nn.Module):
     """The sparse-pooling block of one modality: an attention sub-layer (dense; see the module docstring), then its
-    [CLS] token for the fused sum and its other tokens pooled to ⌈T/k⌉."""
+    [CLS] token for the fused sum and its other tokens pooled to ⌊T/k⌋ windows (⌈T/k⌉ with `keep=None`)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, *, kernel: int, pool: str) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, *, kernel: int, pool: str, keep: int | None) -> None:
         super().__init__()
         self.attention = AttentionSublayer(dim, heads, dropout)
         self.kernel = kernel
         self.pool = pool
+        self.keep = keep  # `floor` windows: only the first ⌊T/k⌋ k steps of the padded length are pooled
 
     def forward(self, z: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, 1 + T, d), (B, 1 + T) -> [CLS] (B, d), pooled tokens (B, ⌈T/k⌉, d) and their mask (B, ⌈T/k⌉)."""
+        """(B, 1 + T, d), (B, 1 + T) -> [CLS] (B, d), pooled tokens (B, n, d) and their mask (B, n)."""
         z = self.attention(z, mask)
-        tokens, token_mask = pool_tokens(z[:, 1:], mask[:, 1:], self.kernel, self.pool)
+        steps, step_mask = z[:, 1:], mask[:, 1:]
+        if self.keep is not None:
+            steps, step_mask = steps[:, : self.keep], step_mask[:, : self.keep]
+        tokens, token_mask = pool_tokens(steps, step_mask, self.kernel, self.pool)
         return z[:, 0], tokens, token_mask
 
 
@@ -274,6 +313,12 @@ class SFT(FusionModel):
         super().__init__(config, spec)
         if config.pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {config.pool!r}")
+        if config.pool_windows not in ("floor", "ceil"):
+            raise ValueError(f"pool_windows must be 'floor' or 'ceil', got {config.pool_windows!r}")
+        if config.init not in ("official", "pytorch"):
+            raise ValueError(f"init must be 'official' or 'pytorch', got {config.init!r}")
+        if config.mixup_fused_lambda not in ("vision", "mean"):
+            raise ValueError(f"mixup_fused_lambda must be 'vision' or 'mean', got {config.mixup_fused_lambda!r}")
         if min(config.n_layers_pre_fusion, config.n_layers_post_fusion) < 0:
             raise ValueError("n_layers_pre_fusion and n_layers_post_fusion must be >= 0")
         if config.mixup and config.n_layers_pre_fusion + config.n_layers_post_fusion == 0:
@@ -292,17 +337,61 @@ class SFT(FusionModel):
             {m: nn.ModuleList(Block(d, h, p) for _ in range(config.n_layers_pre_fusion)) for m in self.modalities}
         )
         self.sparse_pooling = nn.ModuleDict(
-            {m: SparsePooling(d, h, p, kernel=self.kernels[m], pool=config.pool) for m in self.modalities}
+            {
+                m: SparsePooling(d, h, p, kernel=k, pool=config.pool,
+                                 keep=spec.lengths[m] // k * k if config.pool_windows == "floor" else None)
+                for m, k in self.kernels.items()
+            }
         )
         self.joint = nn.ModuleList(Block(d, h, p) for _ in range(config.n_layers_post_fusion))
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, spec.output_size))
+        if config.init == "official":
+            self.official_init()
+        # The official fused-sequence λ is its first modality's, in its rgb/spec/text order.
+        first = next(m for m in ("vision", "audio", "text") if m in self.modalities)
+        self.first_official_modality = self.modalities.index(first)
+
+    @torch.no_grad()
+    def official_init(self) -> None:
+        """The official attention initialisation (see `SFTConfig.init`); every other layer already starts as there."""
+        blocks = [*(b for m in self.modalities for b in self.unimodal[m]), *self.joint]
+        for block in blocks:  # torch nn.MultiheadAttention: one Xavier draw for the packed (3d, d) matrix
+            attn = block.attention.attn
+            packed = nn.init.xavier_uniform_(torch.empty(3 * attn.to_q.in_features, attn.to_q.in_features))
+            attn.to_q.weight.copy_(packed[: attn.to_q.out_features])
+            attn.to_kv.weight.copy_(packed[attn.to_q.out_features :])
+            for linear in (attn.to_q, attn.to_kv, attn.out):
+                nn.init.zeros_(linear.bias)
+        for pooling in self.sparse_pooling.values():  # fairseq MultiheadAttention: q, k, v drawn one by one
+            attn = pooling.attention.attn
+            d = attn.to_q.in_features
+            nn.init.xavier_uniform_(attn.to_q.weight, gain=2**-0.5)
+            for half in (slice(0, d), slice(d, 2 * d)):
+                attn.to_kv.weight[half] = nn.init.xavier_uniform_(torch.empty(d, d), gain=2**-0.5)
+            nn.init.xavier_uniform_(attn.out.weight)
+            nn.init.zeros_(attn.out.bias)  # fairseq leaves the q/k/v biases at nn.Linear's default
 
     def tokenize(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """z_m (B, 1 + T_m, d) with masks (B, 1 + T_m) whose [CLS] slot is always real."""
         z, masks = {}, {}
         for m in self.modalities:
-            x, lengths = front_align(batch.features[m], batch.masks[m])
             table = self.spec.lengths[m]
+            if not self.config.mask_padding:
+                # official: every step of the corpus's padded length T_m is a token (zeros beyond the batch's)
+                x = batch.features[m]
+                if x.shape[1] > table:
+                    raise ValueError(
+                        f"{m} input has {x.shape[1]} steps, but this SFT model learned positions for T_{m} = {table} "
+                        "steps (spec.lengths) and mask_padding=False counts every step as real"
+                    )
+                x = F.pad(x, (0, 0, 0, table - x.shape[1]))
+                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                if m == "text":
+                    x = self.text_encoder(x, mask)
+                z[m] = self.tokenizers[m](x)
+                masks[m] = F.pad(mask, (1, 0), value=True)
+                continue
+            x, lengths = front_align(batch.features[m], batch.masks[m])
             if x.shape[1] > table:
                 longest = int(lengths.max())
                 if longest > table:
@@ -319,7 +408,7 @@ class SFT(FusionModel):
         return z, masks
 
     def fuse(self, batch: Batch, mixup: LatentMixup | None = None) -> tuple[Tensor, Tensor]:
-        """Unimodal blocks, sparse pooling and concatenation: the fused sequence (B, 1 + Σ_m ⌈T_m/k_m⌉, d) and its
+        """Unimodal blocks, sparse pooling and concatenation: the fused sequence (B, 1 + Σ_m n_m, d) and its
         mask, [CLS] first."""
         z, masks = self.tokenize(batch)
         for i in range(self.config.n_layers_pre_fusion):
@@ -344,18 +433,27 @@ class SFT(FusionModel):
         for j, block in enumerate(self.joint):
             h = block(h, mask)
             if mixup is not None and mixup.layer == self.config.n_layers_pre_fusion + j:
-                h, mask = mixup.mix(h, mask, mixup.lam.mean(0))
+                h, mask = mixup.mix(h, mask, self.fused_lambda(mixup))
         return h[:, 0]
 
     def forward(self, batch: Batch) -> Output:
         return Output(self.shape_output(self.head(self.encode(batch))))
+
+    def fused_lambda(self, mixup: LatentMixup) -> Tensor:
+        """(B,) λ that mixes the fused sequence (`SFTConfig.mixup_fused_lambda`)."""
+        if self.config.mixup_fused_lambda == "mean":
+            return mixup.lam.mean(0)
+        return mixup.lam[self.first_official_modality]
 
     def loss(self, batch: Batch) -> Losses:
         """The task loss; with `mixup` in training, λ̄ L(ŷ, y_i) + (1 - λ̄) L(ŷ, y_index[i]) averaged over samples,
         where ŷ is the prediction from the mixed hidden states (also what `Losses.prediction` holds)."""
         if not (self.config.mixup and self.training):
             return super().loss(batch)
-        mixup = self.sample_mixup(batch)
+        return self.mixup_loss(batch, self.sample_mixup(batch))
+
+    def mixup_loss(self, batch: Batch, mixup: LatentMixup) -> Losses:
+        """`loss` for one given mixup draw (λ̄ = the modalities' mean λ weights the two labels, as officially)."""
         prediction = self.shape_output(self.head(self.encode(batch, mixup)))
         lam = mixup.lam.mean(0).to(prediction.dtype)  # (B,)
         task = (

@@ -9,19 +9,40 @@ which holds the unimodal, bimodal and trimodal interactions at once. A small MLP
 Z to the prediction. Spec: shared/spec/methods.md §1. Official code: Justin1904/TensorFusionNetworks (no licence;
 re-implemented from the description).
 
-Deviations from the paper / official code:
-- Audio and vision are averaged over their *real* time steps inside the model (`masked_mean`); the LMF/MMSA data
-  pipelines average over the padded length, which shrinks short clips.
-- The text LSTM is packed by true length (the official code runs it over padding).
+Deviations from the official code (the first two have an option restoring it; the others change nothing on the
+official MOSI setting, the only one the official code has):
+- Padding is skipped (`mask_padding=True`): audio and vision are averaged over their *real* steps, and the text LSTM
+  is packed by true length, so a prediction does not depend on how far it was padded or on its batchmates. The
+  official code runs the LSTM over the padding, and its data (the LMF pickles, MMSA's `need_normalized` loader)
+  average audio/vision over the padded length. Measured on the padded parity fixture (2 of 8 samples with 1-2 of 6
+  text steps and 1-2 of 3 audio/vision steps as padding, predictions around -0.4): the official predictions of the
+  padded samples move by up to 0.013 against the same samples unpadded; ours equal the official unpadded ones to
+  7e-7. `mask_padding=False` counts every step as real, which is the official behaviour (tested).
+- L1 loss averaged over the batch (`loss_reduction="mean"`): the official script sums it, which makes the loss, the
+  gradient, and so the relative strength of Adam's weight decay, scale with the batch size; the MMSA settings our
+  MOSI/MOSEI/SIMS recipes come from average it. The gradients differ by the factor B exactly (tested);
+  `loss_reduction="sum"` restores the official loss.
+- The output sigmoid is scaled to the corpus's label range (x6 - 3 on MOSI/MOSEI, the official constants; SIMS
+  [-1, 1]); targets with no known range (POM traits) get a linear output; classification gets logits (as MMSA's
+  TFN). Converted official/MMSA weights carry their own constants (MMSA keeps [-3, 3] on SIMS too).
 - A corpus without a modality (POM has no text) fuses only the modalities it has: Z = ⊗ over those.
-- The output sigmoid (scaled to the label range, e.g. x6 - 3 on MOSI) is kept for bounded sentiment scores;
-  targets with no known range (POM traits) get a linear output; classification gets logits.
-- Loss: L1 with mean reduction (official: sum); the two differ by a constant factor Adam is insensitive to.
+- Z is flattened in the corpus's modality order (text, audio, vision); the official code flattens audio ⊗ video ⊗
+  text. The order is a permutation of the first inference layer's columns (the converter applies it to official
+  weights): no effect on what the model computes.
+
+Defaults are the official training script's model (train.py: hidden audio 4 / video 16 / text 128, text_out 64,
+dropouts 0.3, inference width 32); the paper's larger sizes (z_l 128, z_a = z_v = 32, 2 x FC(128)) are not in any
+stored source, only in recall (spec §1).
+
+Parity: with converted official (and MMSA) weights, outputs, every loss and every gradient equal the official code's
+within 1e-5 in eval and in train mode without dropout (tests/parity/test_tfn.py, fixtures from
+tests/fixtures/parity/make_tfn.py; docs/parity/tfn.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -29,23 +50,28 @@ from torch import Tensor, nn
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
-from .base import FusionModel, Output
+from .base import FusionModel, Losses, Output
 from .layers import SubNet, TextSubNet, bounded_output, masked_mean
 
 
 @dataclass(frozen=True, kw_only=True)
 class TFNConfig:
-    """Hyper-parameters of TFN. Defaults are the paper's: z_l 128, z_a = z_v = 32, inference net 2 x FC(128)."""
+    """Hyper-parameters of TFN. Defaults are the official train.py's: TFN(hidden=(4, 16, 128), text_out=64,
+    dropouts 0.3, post_fusion_dim=32)."""
 
-    hidden: Modalities[int] = Modalities(text=128, audio=32, vision=32)
+    hidden: Modalities[int] = Modalities(text=128, audio=4, vision=16)
     """Width of each modality's sub-network (for text: the LSTM hidden size)."""
-    text_out: int = 128
+    text_out: int = 64
     """Size of the text vector z_t after the LSTM's linear layer."""
-    dropout: Modalities[float] = Modalities(text=0.15, audio=0.15, vision=0.15)
+    dropout: Modalities[float] = Modalities(text=0.3, audio=0.3, vision=0.3)
     """Dropout inside each sub-network."""
-    post_fusion_dim: int = 128
+    post_fusion_dim: int = 32
     """Width of the two hidden layers of the inference sub-network."""
-    post_fusion_dropout: float = 0.15
+    post_fusion_dropout: float = 0.3
+    mask_padding: bool = True
+    """Skip padded steps (masked means, packed LSTM). False: every step counts as real, as the official code."""
+    loss_reduction: Literal["mean", "sum"] = "mean"
+    """L1/cross-entropy averaged over the batch, or summed as the official training script ("sum")."""
 
 
 RECIPES = {
@@ -83,13 +109,19 @@ RECIPES = {
         source="MMSA config_regression.json, TFN/sims",
     ),
     "iemocap": Recipe(
-        model=TFNConfig(hidden=Modalities(text=128, audio=4, vision=16), text_out=64, post_fusion_dim=32),
+        model=TFNConfig(),
         train=TrainConfig(lr=1e-3, batch_size=32, patience=20, max_epochs=100),
-        source="TensorFusionNetworks repo defaults TFN(hidden=(4,16,128), text_out=64, dropout 0.15, post 32); "
+        source="TensorFusionNetworks repo defaults TFN(hidden=(4,16,128), text_out=64, dropouts 0.3, post 32); "
         "no per-emotion TFN setting is published",
     ),
     "pom": Recipe(
-        model=TFNConfig(hidden=Modalities(text=128, audio=8, vision=8), text_out=64, post_fusion_dim=32),
+        model=TFNConfig(
+            hidden=Modalities(text=128, audio=8, vision=8),
+            text_out=64,
+            dropout=Modalities(text=0.15, audio=0.15, vision=0.15),
+            post_fusion_dim=32,
+            post_fusion_dropout=0.15,
+        ),
         train=TrainConfig(lr=1e-3, batch_size=32, patience=20, max_epochs=200),
         source="no published TFN POM setting; mid-grid values of the LMF repo's POM search (train_pom.py)",
     ),
@@ -113,8 +145,16 @@ class UnimodalEncoders(nn.Module):
     Shared by TFN and LMF, which use the same sub-networks (spec §2.1).
     """
 
-    def __init__(self, spec: InputSpec, hidden: Modalities[int], dropout: Modalities[float], text_out: int) -> None:
+    def __init__(
+        self,
+        spec: InputSpec,
+        hidden: Modalities[int],
+        dropout: Modalities[float],
+        text_out: int,
+        mask_padding: bool = True,
+    ) -> None:
         super().__init__()
+        self.mask_padding = mask_padding
         self.encoders = nn.ModuleDict()
         for m in spec.modalities:
             if m == "text":
@@ -127,8 +167,22 @@ class UnimodalEncoders(nn.Module):
         z = {}
         for m, encoder in self.encoders.items():
             x, mask = batch.features[m], batch.masks[m]
+            if not self.mask_padding:  # the official code: padded steps enter the LSTM and the means
+                mask = torch.ones_like(mask)
             z[m] = encoder(x, mask) if m == "text" else encoder(masked_mean(x, mask))  # (B, d_m)
         return z
+
+
+def reduce_loss(losses: Losses, batch: Batch, reduction: str) -> Losses:
+    """`reduction="sum"`: the official scripts' summed L1/cross-entropy (`size_average=False`), i.e. the batch mean
+    times the number of terms."""
+    if reduction == "mean":
+        return losses
+    if reduction != "sum":
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {reduction!r}")
+    n = batch.label.numel()  # (B, K) targets: one L1 or cross-entropy term each
+    return Losses(total=losses.total * n, terms={k: v * n for k, v in losses.terms.items()},
+                  prediction=losses.prediction)
 
 
 def append_one(z: Tensor) -> Tensor:
@@ -148,7 +202,7 @@ def tensor_fusion(zs: list[Tensor]) -> Tensor:
 class TFN(FusionModel):
     def __init__(self, config: TFNConfig, spec: InputSpec) -> None:
         super().__init__(config, spec)
-        self.encoders = UnimodalEncoders(spec, config.hidden, config.dropout, config.text_out)
+        self.encoders = UnimodalEncoders(spec, config.hidden, config.dropout, config.text_out, config.mask_padding)
         fused_dim = 1
         for d in self.encoders.out_dims.values():
             fused_dim *= d + 1
@@ -166,6 +220,9 @@ class TFN(FusionModel):
         z = self.encoders(batch)
         fused = tensor_fusion([z[m] for m in self.spec.modalities])  # (B, ∏ (d_m + 1))
         return Output(self.shape_output(self.output(self.inference(fused))))
+
+    def loss(self, batch: Batch) -> Losses:
+        return reduce_loss(super().loss(batch), batch, self.config.loss_reduction)
 
 
 # `affectfuse tune`: what is searched and over which ranges (the format is described in affectfuse/tune.py).

@@ -52,6 +52,7 @@ from ..config import MODALITIES, Modalities
 from ..data.corpus import Corpus
 from ..engine.metrics import aggregate, metrics_for
 from ..io import write_json
+from ..outputs import claim
 from .auilc import auilc
 from .missing import MISSING_SEEDS, apply_masks, split_missing_masks
 from .report import write_reports
@@ -245,68 +246,70 @@ def run_sweep(
     from ..engine.runs import resolve_recipe
 
     out = Path(out_dir)
-    for name in models:
-        get_entry(name)  # fail on a typo before training anything
-    if not conditions or not seeds:
-        raise ValueError("a sweep needs at least one condition and one seed")
-    check_settings(out, settings, corpus)
-    keys = metrics_for(corpus.spec).keys
-    user = dict(settings.overrides)
-    grid = [(m, c, s) for m in models for s in seeds for c in conditions]
-    done = {(m, c.name, s) for m, c, s in grid if point_path(out, m, c, s).exists()}
-    ran = 0
-    bar = tqdm(total=len(grid), initial=len(done), disable=not progress, desc="sweep", unit="run", dynamic_ncols=True)
-    try:
+    with claim(out):
         for name in models:
-            _, recipe = resolve_recipe(name, corpus)
-            overrides: dict[str, Any] = {}
-            if settings.quick:
-                overrides.update(quick_overrides(name, recipe.train.max_epochs, recipe.train.patience))
-            overrides.update(user)
-            simulates = any(f.name == "missing_rate" for f in dataclasses.fields(get_entry(name).config))
-            for seed in seeds:
-                todo = [c for c in conditions if (name, c.name, seed) not in done]
-                if not todo:
-                    continue
-                seeds_m = mask_seeds(settings.mask_seed, seed)
-                trained = None
-                for condition in todo:
-                    bar.set_postfix_str(f"{name} {condition.label} seed {seed}")
-                    start = time.perf_counter()
-                    if settings.protocol == "test-only":
-                        if trained is None:
-                            bar.set_postfix_str(f"{name} seed {seed}: training on complete data")
-                            trained = _trained_model(name, corpus, seed, overrides, out)
-                        model, run = trained
-                        test = drop_splits(corpus, condition, ("test",), seeds_m).split("test")
-                        metrics = evaluate(model, test)
-                    else:
-                        run = _train_at(name, corpus, condition, seed, seeds_m, overrides, simulates)
-                        metrics = run.test
-                    point = {
-                        "model": name,
-                        "condition": condition.name,
-                        "label": condition.label,
-                        "rate": condition.rate,
-                        "rates": condition.rates,
-                        "seed": seed,
-                        "protocol": settings.protocol,
-                        "mask_seeds": dict(seeds_m.items()),
-                        "metrics": metrics,
-                        "valid": run.valid,
-                        "best_epoch": run.best_epoch,
-                        "parameters": run.parameters,
-                        "train_seconds": run.seconds,
-                        "seconds": round(time.perf_counter() - start, 3),
-                    }
-                    write_json(point_path(out, name, condition, seed), point)
-                    ran += 1
-                    bar.update(1)
-                    if on_point is not None:
-                        on_point(point)
-    finally:
-        bar.close()
-    return collect(out, models, conditions, seeds, keys, ran=ran, plots=plots)
+            get_entry(name)  # fail on a typo before training anything
+        if not conditions or not seeds:
+            raise ValueError("a sweep needs at least one condition and one seed")
+        check_settings(out, settings, corpus)
+        keys = metrics_for(corpus.spec).keys
+        user = dict(settings.overrides)
+        grid = [(m, c, s) for m in models for s in seeds for c in conditions]
+        done = {(m, c.name, s) for m, c, s in grid if point_path(out, m, c, s).exists()}
+        ran = 0
+        bar = tqdm(total=len(grid), initial=len(done), disable=not progress, desc="sweep", unit="run",
+                   dynamic_ncols=True)
+        try:
+            for name in models:
+                _, recipe = resolve_recipe(name, corpus)
+                overrides: dict[str, Any] = {}
+                if settings.quick:
+                    overrides.update(quick_overrides(name, recipe.train.max_epochs, recipe.train.patience))
+                overrides.update(user)
+                simulates = any(f.name == "missing_rate" for f in dataclasses.fields(get_entry(name).config))
+                for seed in seeds:
+                    todo = [c for c in conditions if (name, c.name, seed) not in done]
+                    if not todo:
+                        continue
+                    seeds_m = mask_seeds(settings.mask_seed, seed)
+                    trained = None
+                    for condition in todo:
+                        bar.set_postfix_str(f"{name} {condition.label} seed {seed}")
+                        start = time.perf_counter()
+                        if settings.protocol == "test-only":
+                            if trained is None:
+                                bar.set_postfix_str(f"{name} seed {seed}: training on complete data")
+                                trained = _trained_model(name, corpus, seed, overrides, out)
+                            model, run = trained
+                            test = drop_splits(corpus, condition, ("test",), seeds_m).split("test")
+                            metrics = evaluate(model, test)
+                        else:
+                            run = _train_at(name, corpus, condition, seed, seeds_m, overrides, simulates)
+                            metrics = run.test
+                        point = {
+                            "model": name,
+                            "condition": condition.name,
+                            "label": condition.label,
+                            "rate": condition.rate,
+                            "rates": condition.rates,
+                            "seed": seed,
+                            "protocol": settings.protocol,
+                            "mask_seeds": dict(seeds_m.items()),
+                            "metrics": metrics,
+                            "valid": run.valid,
+                            "best_epoch": run.best_epoch,
+                            "parameters": run.parameters,
+                            "train_seconds": run.seconds,
+                            "seconds": round(time.perf_counter() - start, 3),
+                        }
+                        write_json(point_path(out, name, condition, seed), point)
+                        ran += 1
+                        bar.update(1)
+                        if on_point is not None:
+                            on_point(point)
+        finally:
+            bar.close()
+        return collect(out, models, conditions, seeds, keys, ran=ran, plots=plots)
 
 
 def _trained_model(name: str, corpus: Corpus, seed: int, overrides: dict[str, Any], out: Path) -> tuple[Any, Any]:
@@ -349,10 +352,12 @@ def _train_at(
 def check_settings(out: Path, settings: SweepSettings, corpus: Corpus) -> None:
     """Record the sweep's settings, or refuse to resume a folder that holds a sweep with other settings."""
     path = out / "sweep_config.json"
-    current = {**dataclasses.asdict(settings), "source": corpus.source}
+    current = {**dataclasses.asdict(settings), "source": corpus.source, "data_sha256": corpus.fingerprint()}
     if path.exists():
         saved = json.loads(path.read_text())
-        changed = sorted(k for k in current if saved.get(k) != current[k])
+        # the data is compared by content: the same path with changed content is another sweep (a folder from before
+        # fingerprints were recorded has none to compare)
+        changed = sorted(k for k in current if saved.get(k, current[k]) != current[k])
         if changed:
             detail = "; ".join(f"{k}: {saved.get(k)!r} there, {current[k]!r} now" for k in changed)
             raise ValueError(

@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from affectfuse.config import InputSpec, TrainConfig
@@ -16,6 +17,7 @@ from affectfuse.models.dmd import (
     RECIPES,
     GraphDistillation,
     Projection,
+    batch_orthogonality_loss,
     flatten_steps,
     logit_distance,
     margin_loss,
@@ -87,6 +89,19 @@ def test_orthogonality_is_zero_for_orthogonal_and_positive_for_aligned_features(
     # Per sample, over the flattened (T·d) features: one aligned sample and one orthogonal one average to 1/2.
     mixed = torch.stack([2 * s[0], c[1]])
     assert orthogonality_loss(s, mixed).item() == pytest.approx(0.5)
+
+
+def test_official_batch_orthogonality_ignores_padded_steps_but_mixes_the_samples_of_a_batch():
+    g = torch.Generator().manual_seed(0)
+    s, c = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    value = batch_orthogonality_loss(s, c, mask)
+    padded = batch_orthogonality_loss(F.pad(s, (0, 0, 0, 2)), F.pad(c, (0, 0, 0, 2)), F.pad(mask, (0, 2)))
+    assert padded.item() == pytest.approx(value.item(), abs=1e-7)
+    # one cosine per (step, channel) across the batch: the first two samples' value changes with the third
+    assert batch_orthogonality_loss(s[:2], c[:2], mask[:2]).item() != pytest.approx(value.item(), abs=1e-3)
+    assert batch_orthogonality_loss(s, s, mask).item() == pytest.approx(1.0)
+    assert batch_orthogonality_loss(s, -s, mask).item() == 0.0
 
 
 def test_logit_distillation_pulls_the_student_and_gives_the_teacher_no_gradient():

@@ -164,3 +164,52 @@ def test_every_recipe_builds_and_runs(name):
     torch.manual_seed(0)
     model = create_model("mult", spec, RECIPES[name].model).eval()
     assert torch.isfinite(model(make_batch(spec, 2)).prediction).all()
+
+
+def test_defaults_are_the_official_codes():
+    from affectfuse.models.mult import MulTConfig
+
+    config = MulTConfig()
+    assert config.only == ()  # every modality a target: neither --lonly, --aonly nor --vonly
+    assert (config.position_start, config.positions, config.separate_kv_dropout) == (1, True, True)
+    assert config.init == "xavier"
+    model = build(SPECS["sentiment"])
+    encoder = model.crossmodal["audio_to_text"]
+    assert encoder.position_start == 1 and encoder.separate_kv_dropout
+    assert (encoder.layers[0].attn.to_q.bias == 0).all()  # fairseq's init: zero biases
+
+
+@pytest.mark.parametrize("only", ["text", "audio", "vision"])
+def test_partial_modes_keep_one_target(only):
+    spec = SPECS["sentiment"]
+    model = build(spec, only=(only,))
+    assert set(model.self_attention) == {only}
+    assert set(model.crossmodal) == {f"{s}_to_{only}" for s in ("text", "audio", "vision") if s != only}
+    assert model.proj1.in_features == 2 * model.config.dim  # official partial mode: combined_dim = 2 d
+    batch = make_batch(spec, 3)
+    assert torch.isfinite(model(batch).prediction).all()
+    full = build(spec)
+    shared = {k: v for k, v in full.state_dict().items() if k.startswith(("conv.", "crossmodal."))}
+    model.load_state_dict(shared, strict=False)
+    z, _ = model.crossmodal_streams(batch)
+    torch.testing.assert_close(z[only], full.crossmodal_streams(batch)[0][only])  # the kept stream is unchanged
+
+
+def test_only_must_name_modalities_of_the_corpus():
+    with pytest.raises(ValueError, match=r"only names \['speech'\]"):
+        build(SPECS["sentiment"], only=("speech",))
+    with pytest.raises(ValueError, match=r"only names \['text'\]"):
+        build(SPECS["no-text-traits"], only=("text",))
+
+
+def test_valid_convolution_shortens_the_real_steps_as_the_official_one():
+    torch.manual_seed(0)
+    conv = TemporalConv(4, 6, kernel=3, keep_length=False)
+    x, mask = torch.randn(3, 5, 4), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    y, out_mask = conv(x, mask), conv.output_mask(mask)
+    assert y.shape == (3, 3, 6) and out_mask.tolist() == [[True] * 3, [True, False, False], [False] * 3]
+    torch.testing.assert_close(y[0], torch.nn.functional.conv1d(x[0].T[None], conv.conv.weight)[0].T)
+    short = conv(x[:, :2], mask[:, :2])  # a batch padded to fewer steps than the kernel: one masked step
+    assert short.shape == (3, 1, 6) and not conv.output_mask(mask[:, :2]).any()
+    model = build(SPECS["sentiment"], conv_keeps_length=False, kernel=Modalities(text=3, audio=2, vision=1))
+    assert torch.isfinite(model(make_batch(SPECS["sentiment"], 3)).prediction).all()

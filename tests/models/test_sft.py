@@ -1,5 +1,6 @@
-"""SFT's paper properties: sparse pooling keeps ⌈T/k⌉ tokens per modality, the joint blocks' FLOPs fall with the
-fused length, padding never reaches a pooled token, and latent mixup (training only) mixes and weights as specified."""
+"""SFT's paper properties: sparse pooling keeps ⌊T/k⌋ tokens per modality (⌈T/k⌉ as an option), the joint blocks'
+FLOPs fall with the fused length, padding never reaches a pooled token, and latent mixup (training only) mixes and
+weights as specified; the options restoring the official windows, padding and initialisation."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ def tokens_per_modality(model: SFT, batch: Batch) -> dict[str, int]:
     return counts
 
 
-def test_sparse_pooling_keeps_ceil_t_over_k_tokens_per_modality():
+def test_sparse_pooling_keeps_floor_t_over_k_tokens_per_modality():
     model = build(MOSEI_LIKE, pool_kernel=SFTConfig().pool_kernel)  # run.sh's 50/64/64
     batch = make_batch(MOSEI_LIKE, 2)
-    assert tokens_per_modality(model, batch) == {"text": 1, "audio": 8, "vision": 8}  # ⌈50/50⌉, ⌈500/64⌉
+    assert tokens_per_modality(model, batch) == {"text": 1, "audio": 7, "vision": 7}  # ⌊50/50⌋, ⌊500/64⌋ (official)
     fused, mask = model.fuse(batch)
-    assert fused.shape == (2, 1 + 1 + 8 + 8, TINY["sft"]["dim"]) and mask.shape == (2, 18)
+    assert fused.shape == (2, 1 + 1 + 7 + 7, TINY["sft"]["dim"]) and mask.shape == (2, 16)
+    ceil = build(MOSEI_LIKE, pool_kernel=SFTConfig().pool_kernel, pool_windows="ceil")
+    assert tokens_per_modality(ceil, batch) == {"text": 1, "audio": 8, "vision": 8}  # ⌈500/64⌉: the last one partial
 
     spec = InputSpec(dims={"text": 6, "audio": 5, "vision": 4}, lengths={"text": 50, "audio": 375, "vision": 500})
     mosi = build(spec, pool_kernel=RECIPES["mosi"].model.pool_kernel)  # MOSI unaligned keeps the 1/7/7 budget
@@ -92,7 +95,7 @@ def test_joint_block_flops_fall_with_the_fused_length():
 
     dense_tokens, dense = joint_flops(Modalities(text=1, audio=1, vision=1))
     sparse_tokens, sparse = joint_flops(SFTConfig().pool_kernel)
-    assert (dense_tokens, sparse_tokens) == (1 + 50 + 500 + 500, 18)
+    assert (dense_tokens, sparse_tokens) == (1 + 50 + 500 + 500, 16)
     d = TINY["sft"]["dim"]
     assert sparse >= 2 * 12 * sparse_tokens * d * d  # per block: q, k, v, out and the two d x d MLP layers
     assert dense / sparse >= dense_tokens / sparse_tokens > 58
@@ -204,10 +207,15 @@ def test_pre_fusion_mixing_uses_each_modalitys_own_weight():
     torch.testing.assert_close(
         model.encode(batch, LatentMixup(layer=0, lam=lam, index=index)), model.encode(swapped), rtol=1e-5, atol=1e-5
     )
-    # After fusion there is one sequence: it is mixed with the modalities' mean λ (2/3 here), not with one of them.
-    mean = LatentMixup(layer=1, lam=torch.full((3, 4), 2 / 3), index=index)
+    # After fusion there is one sequence: officially mixed with the vision λ (1 here), with `mean` with the
+    # modalities' mean λ (2/3 here).
+    official = LatentMixup(layer=1, lam=lam.flip(0), index=index)  # vision's λ 0: every sample becomes its partner
+    torch.testing.assert_close(model.encode(batch, official), model.encode(batch)[index], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.encode(batch, LatentMixup(layer=1, lam=lam, index=index)), model.encode(batch))
+    mean = build(SPECS["sentiment"], mixup_fused_lambda="mean")
     torch.testing.assert_close(
-        model.encode(batch, LatentMixup(layer=1, lam=lam, index=index)), model.encode(batch, mean)
+        mean.encode(batch, LatentMixup(layer=1, lam=lam, index=index)),
+        mean.encode(batch, LatentMixup(layer=1, lam=torch.full((3, 4), 2 / 3), index=index)),
     )
 
 
@@ -264,3 +272,75 @@ def test_sampled_mixup_draws_beta_weights_every_block_and_a_permutation():
     alpha = model.config.mixup_alpha  # Beta(α, α): mean 1/2, variance 1 / (4 (2α + 1)) = 0.156 for α = 0.3
     assert abs(lam.mean().item() - 0.5) < 0.02
     assert math.isclose(lam.var().item(), 1 / (4 * (2 * alpha + 1)), rel_tol=0.06)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Official options: windows, padding, initialisation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_floor_windows_never_see_the_left_over_steps_and_ceil_windows_do():
+    spec = InputSpec(dims={"text": 3, "audio": 3, "vision": 3}, lengths={"text": 5, "audio": 7, "vision": 9})
+    g = torch.Generator().manual_seed(0)
+    z = {m: torch.randn(2, 1 + t, 8, generator=g) for m, t in spec.lengths.items()}  # [CLS] + T_m steps
+    changed = {m: x.clone() for m, x in z.items()}
+    for x in changed.values():  # the last T mod k step (kernels 2, 3, 4 leave one each)
+        x[:, -1] = torch.randn(x[:, -1].shape, generator=g) * 10
+    for windows, counts in (("floor", {"text": 2, "audio": 2, "vision": 2}), ("ceil", {"text": 3, "audio": 3,
+                                                                                       "vision": 3})):
+        model = build(spec, pool_windows=windows)
+        for m, block in model.sparse_pooling.items():
+            mask = torch.ones(z[m].shape[:2], dtype=torch.bool)
+            block.attention.forward = lambda x, _: x  # the pooling alone (the attention before it mixes every step)
+            tokens, changed_tokens = block(z[m], mask)[1], block(changed[m], mask)[1]
+            assert tokens.shape[1] == counts[m]
+            if windows == "floor":
+                torch.testing.assert_close(tokens, changed_tokens)
+            else:
+                torch.testing.assert_close(tokens[:, :-1], changed_tokens[:, :-1])
+                assert not torch.allclose(tokens[:, -1], changed_tokens[:, -1])
+
+
+def test_unmasked_padding_is_the_official_zero_token_whatever_the_batch_length():
+    spec = SPECS["sentiment"]
+    model = build(spec, mask_padding=False)
+    batch = make_batch(spec, 3)  # end padding with zeros on padded steps
+    shorter = copy.deepcopy(batch)  # the same samples collated to fewer steps: the missing ones are zeros too
+    for m in ("audio", "vision"):
+        keep = int(batch.masks[m][1:].sum(1).max())
+        shorter.features[m] = batch.features[m][1:, :keep]
+        shorter.masks[m] = batch.masks[m][1:, :keep]
+    shorter.features["text"], shorter.masks["text"] = batch.features["text"][1:], batch.masks["text"][1:]
+    shorter.label, shorter.ids = batch.label[1:], batch.ids[1:]
+    torch.testing.assert_close(model(shorter).prediction, model(batch).prediction[1:], rtol=1e-5, atol=1e-5)
+    masked = build(spec)
+    assert not torch.allclose(masked(batch).prediction[1:], model(batch).prediction[1:], atol=1e-4)
+    too_long = copy.deepcopy(batch)
+    too_long.features["audio"] = torch.zeros(3, 12, 5)
+    too_long.masks["audio"] = torch.zeros(3, 12, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"audio input has 12 steps.*T_audio = 9.*mask_padding=False"):
+        model(too_long)
+
+
+def test_official_init_is_the_official_attention_init():
+    d = 40
+    spec = InputSpec(dims={"text": 3, "audio": 3, "vision": 3}, lengths={"text": 4, "audio": 4, "vision": 4})
+    model = build(spec, dim=d, heads=5, n_layers_post_fusion=2, pool_kernel=Modalities(text=2, audio=2, vision=2))
+    pytorch = build(spec, dim=d, heads=5, n_layers_post_fusion=2, pool_kernel=Modalities(text=2, audio=2, vision=2),
+                    init="pytorch")
+    blocks = [*model.unimodal["text"], *model.joint]
+    torch_mha = torch.nn.MultiheadAttention(d, 5)  # the official unimodal/joint attention
+    packed = torch.cat([b.attention.attn.to_q.weight for b in blocks] + [b.attention.attn.to_kv.weight for b in blocks])
+    assert packed.abs().max() <= math.sqrt(6 / (4 * d)) < packed.abs().max() * 1.05  # Xavier over (3d, d)
+    assert packed.std().item() == pytest.approx(torch_mha.in_proj_weight.std().item(), rel=0.1)
+    for b in blocks:
+        attn = b.attention.attn
+        assert not (attn.to_q.bias.any() or attn.to_kv.bias.any() or attn.out.bias.any())
+    for pooling in model.sparse_pooling.values():  # fairseq: gain 1/√2 per (d, d), biases but out's as nn.Linear
+        attn = pooling.attention.attn
+        assert torch.cat([attn.to_q.weight, attn.to_kv.weight]).abs().max() <= math.sqrt(6 / (2 * d)) / math.sqrt(2)
+        assert attn.out.weight.abs().max() > 1 / math.sqrt(d)  # Xavier (√(3/d)) reaches past nn.Linear's 1/√d
+        assert attn.to_q.bias.any() and not attn.out.bias.any()
+    assert all(b.attention.attn.to_q.bias.any() for b in pytorch.joint)
+    with pytest.raises(ValueError, match=r"SFTConfig.init.*\[.official., .pytorch.\]"):
+        build(spec, init="xavier")

@@ -1,0 +1,202 @@
+"""affectfuse against the official implementations, side by side in one process, same weights and inputs.
+
+    python benchmarks/vs_official.py --lmf PATH/Low-rank-Multimodal-Fusion --tfn PATH/TensorFusionNetworks \\
+        --mult PATH/Multimodal-Transformer --sft PATH/sft --out benchmarks/results/vs_official_cpu.json
+
+Any checkout not given is skipped with a message. For each method and shape, the official model is built from its
+checkout (the run-time shims of tests/fixtures/parity/make_*.py: fairseq's sparse attention as its dense path for
+SFT, a contiguous positions tensor for MulT), its weights are converted into ours with `affectfuse.convert`, and the
+two are timed on the same random batch, interleaved repeat by repeat after a warm-up: a training step (zero grad,
+forward, the method's task loss, backward, Adam step) and a forward pass in eval mode without gradients. Every
+dropout is 0.1 on both sides. Reported: median and min/max wall seconds of each, the ratio official / ours (above 1:
+we are faster), the machine, threads and torch version. Peak memory is not measured here (both models share one
+process); `affectfuse profile` measures ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from affectfuse import create_model
+from affectfuse.config import InputSpec, Modalities
+from affectfuse.convert import load_converted
+from affectfuse.data.batch import Batch
+from affectfuse.efficiency.profile import machine_description
+from affectfuse.io import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "parity"))
+MOSEI = {"text": 300, "audio": 74, "vision": 35}  # GloVe / COVAREP / Facet, as the official repos load MOSEI
+
+
+def _batch(lengths: dict[str, int], dims: dict[str, int], b: int, classes: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    features = {m: torch.randn(b, lengths[m], dims[m], generator=g) for m in dims}
+    label = torch.randint(0, classes, (b, 1), generator=g) if classes else torch.rand(b, 1, generator=g) * 6 - 3
+    return Batch(features=features, masks={m: torch.ones(b, t, dtype=torch.bool) for m, t in lengths.items()},
+                 label=label, ids=[str(i) for i in range(b)])
+
+
+def _timed(run: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def compare(name: str, official: nn.Module, ours: nn.Module, official_forward: Callable[[], torch.Tensor],
+            ours_batch: Batch, official_loss: Callable[[torch.Tensor], torch.Tensor], repeats: int) -> dict:
+    """Interleaved timings of a training step and of an eval forward, both sides."""
+    opt_official = torch.optim.Adam(official.parameters(), lr=1e-4)
+    opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-4)
+
+    def step_official() -> None:
+        official.train()
+        opt_official.zero_grad(set_to_none=True)
+        official_loss(official_forward()).backward()
+        opt_official.step()
+
+    def step_ours() -> None:
+        ours.train()
+        opt_ours.zero_grad(set_to_none=True)
+        ours.loss(ours_batch).total.backward()
+        opt_ours.step()
+
+    def forward_official() -> None:
+        official.eval()
+        with torch.no_grad():
+            official_forward()
+
+    def forward_ours() -> None:
+        ours.eval()
+        with torch.no_grad():
+            ours(ours_batch)
+
+    row: dict = {"case": name}
+    modes = [("train_step", step_official, step_ours), ("forward", forward_official, forward_ours)]
+    if len(ours_batch.ids) == 1 and any(isinstance(m, nn.BatchNorm1d) for m in official.modules()):
+        modes = modes[1:]  # BatchNorm cannot train on one sample (the official code neither)
+    for what, a, b in modes:
+        a(), b()  # warm-up
+        times_a, times_b = [], []
+        for _ in range(repeats):
+            times_a.append(_timed(a))
+            times_b.append(_timed(b))
+        row[what] = {
+            "official_s": statistics.median(times_a), "ours_s": statistics.median(times_b),
+            "official_range": [min(times_a), max(times_a)], "ours_range": [min(times_b), max(times_b)],
+            "ratio": statistics.median(times_a) / statistics.median(times_b),
+        }
+    print(f"{name}: " + ", ".join(f"{k} {row[k]['ratio']:.2f}x" for k in ("train_step", "forward") if k in row)
+          + " (official / ours)", flush=True)
+    return row
+
+
+def lmf_tfn(which: str, checkout: Path, b: int, repeats: int) -> dict:
+    from make_lmf import official_module
+
+    hidden = {"audio": 16, "video": 16, "text": 128}
+    module = official_module(checkout, f"official_{which}")
+    dims = (MOSEI["audio"], MOSEI["vision"], MOSEI["text"])
+    sizes = (hidden["audio"], hidden["video"], hidden["text"])
+    dropouts = (0.1, 0.1, 0.1, 0.1)
+    official = module.LMF(dims, sizes, 64, dropouts, 1, 4) if which == "lmf" else module.TFN(dims, sizes, 64, dropouts,
+                                                                                              32)
+    spec = InputSpec(dims=dict(MOSEI), lengths={"text": 50, "audio": 1, "vision": 1})
+    overrides = {"hidden": Modalities(text=128, audio=16, vision=16), "text_out": 64,
+                 "dropout": Modalities(text=0.1, audio=0.1, vision=0.1)}
+    overrides |= {"rank": 4} if which == "lmf" else {"post_fusion_dim": 32, "post_fusion_dropout": 0.1}
+    config = create_model(which, spec, **overrides).config
+    ours = load_converted(which, "official", official.state_dict(), config, spec)
+    batch = _batch({"text": 50, "audio": 1, "vision": 1}, MOSEI, b)
+    audio, video, text = batch.features["audio"][:, 0], batch.features["vision"][:, 0], batch.features["text"]
+    label = batch.label
+    return compare(f"{which} (MOSEI dims, batch {b})", official, ours, lambda: official(audio, video, text),
+                   batch, lambda out: nn.functional.l1_loss(out.reshape(b, -1), label), repeats)
+
+
+def mult(checkout: Path, lengths: dict[str, int], b: int, repeats: int, label: str) -> dict:
+    from make_mult import official_model_class
+
+    cls = official_model_class(checkout, width=None)
+    hyp = SimpleNamespace(orig_d_l=MOSEI["text"], orig_d_a=MOSEI["audio"], orig_d_v=MOSEI["vision"], vonly=True,
+                          aonly=True, lonly=True, num_heads=5, layers=5, attn_dropout=0.1, attn_dropout_a=0.1,
+                          attn_dropout_v=0.1, relu_dropout=0.1, res_dropout=0.1, out_dropout=0.1, embed_dropout=0.1,
+                          attn_mask=False, output_dim=1)
+    official = cls(hyp)
+    spec = InputSpec(dims=dict(MOSEI), lengths=lengths)
+    drop = Modalities(text=0.1, audio=0.1, vision=0.1)
+    config = create_model("mult", spec, dim=30, heads=5, layers=5, attn_dropout=drop, self_attn_dropout=0.1,
+                          relu_dropout=0.1, res_dropout=0.1, out_dropout=0.1, embed_dropout=0.1,
+                          text_dropout=0.1).config
+    ours = load_converted("mult", "official", official.state_dict(), config, spec)
+    batch = _batch(lengths, MOSEI, b)
+    x = batch.features
+    return compare(f"mult {label} (batch {b})", official, ours,
+                   lambda: official(x["text"], x["audio"], x["vision"])[0], batch,
+                   lambda out: nn.functional.l1_loss(out, batch.label), repeats)
+
+
+def sft(checkout: Path, b: int, repeats: int) -> dict:
+    from make_sft import official_modules
+
+    network, tokenizers, wrapper = official_modules(checkout)
+    lengths = {"vision": 500, "audio": 500, "text": 50}
+    kernels = {"vision": 64, "audio": 64, "text": 50}
+    config_ns = SimpleNamespace(mixup="none", alpha_type="permodality", embed_dim=40, dropout=0.1,
+                                n_layers_pre_fusion=1, n_layers_post_fusion=11, pool_type="max", n_heads=5,
+                                kernel_sz=[64, 64, 50], stride_sz=[64, 64, 50], padding=[0, 0, 0], pool_k=5,
+                                fusion_layer_enabled=False, dataset="mosei", n_classes=7, permute_seq=False)
+    official = wrapper.FullModelShell(tokenizers.FeatureTokenizer(500, MOSEI["vision"], 40),
+                                      tokenizers.FeatureTokenizer(500, MOSEI["audio"], 40),
+                                      tokenizers.TextTokenizer(50, MOSEI["text"], 40),
+                                      network.SparseFusionTransformer(config_ns))
+    spec = InputSpec(dims=dict(MOSEI), lengths=lengths, task="classification", num_classes=7, metric_family="iemocap")
+    config = create_model("sft", spec, dropout=0.1, pool_kernel=Modalities(**kernels), pool_windows="floor").config
+    ours = load_converted("sft", "official", official.state_dict(), config, spec)
+    batch = _batch(lengths, MOSEI, b, classes=7)
+    x = batch.features
+    return compare(f"sft (MOSEI 50/500/500, batch {b})", official, ours,
+                   lambda: official(x["vision"], x["audio"], x["text"]), batch,
+                   lambda out: nn.functional.cross_entropy(out, batch.label[:, 0]), repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("lmf", "tfn", "mult", "sft"):
+        parser.add_argument(f"--{name}", type=Path, help=f"the official {name.upper()} checkout")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 1])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vs_official_cpu.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for b in args.batch:
+        for which in ("lmf", "tfn"):
+            if getattr(args, which) and b > 1:  # the official text sub-network squeezes the batch away at batch 1
+                rows.append(lmf_tfn(which, getattr(args, which).resolve(), b, args.repeats))
+        if args.mult:
+            for label, lengths in (("aligned 50", {"text": 50, "audio": 50, "vision": 50}),
+                                   ("unaligned 50/500/500", {"text": 50, "audio": 500, "vision": 500})):
+                rows.append(mult(args.mult.resolve(), lengths, b, args.repeats, label))
+        if args.sft and b > 1:  # the official SFT squeezes the batch away at batch 1
+            rows.append(sft(args.sft.resolve(), b, args.repeats))
+    skipped = [n for n in ("lmf", "tfn", "mult", "sft") if not getattr(args, n)]
+    for name in skipped:
+        print(f"skipped {name}: no --{name} checkout given")
+    write_json(args.out, {"machine": machine_description(), "threads": args.threads, "torch": torch.__version__,
+                          "repeats": args.repeats, "dropout": 0.1, "skipped": skipped, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
