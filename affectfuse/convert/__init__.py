@@ -25,6 +25,23 @@ class ConversionError(ValueError):
     """An official state dict that does not map onto our model: names the missing/unexpected keys or shapes."""
 
 
+def take(state: StateDict, key: str, source: str, used: set[str] | None = None) -> Tensor:
+    """`state[key]`, or one line saying which key `source`'s state dict lacks; with `used`, records the key."""
+    if key not in state:
+        raise ConversionError(f"{source} state dict lacks {key!r}")
+    if used is not None:
+        used.add(key)
+    return state[key]
+
+
+def refuse_unknown(state: StateDict, used: set[str], source: str, hint: str = "") -> None:
+    """One line naming the keys of `state` no converter step used (another architecture or a deeper model)."""
+    left = sorted(set(state) - used)
+    if left:
+        raise ConversionError(f"{source} state dict has keys this converter does not know{hint}: {left[:6]}"
+                              f"{' ...' if len(left) > 6 else ''}")
+
+
 def register_converter(model: str, source: str) -> Callable[[Converter], Converter]:
     """Register `fn(state_dict, config) -> our state dict` for `model` trained with `source` (e.g. "official")."""
 

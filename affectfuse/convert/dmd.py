@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import ConversionError, StateDict, register_converter
+from . import ConversionError, StateDict, refuse_unknown, register_converter
 from .mult import transformer
 
 LETTER = {"l": "text", "a": "audio", "v": "vision"}
@@ -119,7 +119,5 @@ def dmd_from_official(state: StateDict, config: Any) -> dict[str, Tensor]:
             ours[f"{mine}.W_logit.weight"] = torch.zeros(size, state["out_layer.weight"].shape[0])
             ours[f"{mine}.W_repr.weight"] = torch.zeros(size, repr_dim)
             ours[f"{mine}.W_edge.weight"] = torch.zeros(1, 4 * size)
-    left = sorted(set(state) - used)
-    if left:
-        raise ConversionError(f"official DMD state dict has keys this converter does not know: {left[:6]}")
+    refuse_unknown(state, used, "official DMD")
     return ours

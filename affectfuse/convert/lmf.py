@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import Tensor
 
-from . import StateDict, register_converter
-from .tfn import refuse_unknown, subnetworks, take
+from . import StateDict, refuse_unknown, register_converter, take
+from .tfn import subnetworks
 
 _FACTORS = {"audio_factor": "audio", "video_factor": "vision", "text_factor": "text"}
 

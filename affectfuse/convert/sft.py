@@ -16,18 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import ConversionError, StateDict, register_converter
+from . import StateDict, refuse_unknown, register_converter, take
 
+SOURCE = "official SFT"
 MODALITY = {"rgb": "vision", "spec": "audio", "text": "text"}
 SPARSE_ORDER = ("rgb", "spec", "text")  # official sparse_attn index -> modality
 _MLP = {"0": "mlp_norm", "1": "mlp.up", "4": "mlp.down"}
-
-
-def _take(state: StateDict, key: str, used: set[str]) -> Tensor:
-    if key not in state:
-        raise ConversionError(f"official SFT state dict lacks {key!r}")
-    used.add(key)
-    return state[key]
 
 
 def _attention(state: StateDict, official: str, ours: str, used: set[str]) -> dict[str, Tensor]:
@@ -35,18 +29,18 @@ def _attention(state: StateDict, official: str, ours: str, used: set[str]) -> di
     out: dict[str, Tensor] = {}
     for kind in ("weight", "bias"):
         if f"{official}.in_proj_weight" in state:
-            packed = _take(state, f"{official}.in_proj_{kind}", used)
+            packed = take(state, f"{official}.in_proj_{kind}", SOURCE, used)
             d = packed.shape[0] // 3
             out[f"{ours}.to_q.{kind}"], out[f"{ours}.to_kv.{kind}"] = packed[:d], packed[d:]
         else:
-            q, k, v = (_take(state, f"{official}.{p}_proj.{kind}", used) for p in "qkv")
+            q, k, v = (take(state, f"{official}.{p}_proj.{kind}", SOURCE, used) for p in "qkv")
             out[f"{ours}.to_q.{kind}"], out[f"{ours}.to_kv.{kind}"] = q, torch.cat([k, v])
-        out[f"{ours}.out.{kind}"] = _take(state, f"{official}.out_proj.{kind}", used)
+        out[f"{ours}.out.{kind}"] = take(state, f"{official}.out_proj.{kind}", SOURCE, used)
     return out
 
 
 def _mlp(state: StateDict, official: str, ours: str, used: set[str]) -> dict[str, Tensor]:
-    return {f"{ours}.{name}.{kind}": _take(state, f"{official}.{index}.{kind}", used)
+    return {f"{ours}.{name}.{kind}": take(state, f"{official}.{index}.{kind}", SOURCE, used)
             for index, name in _MLP.items() for kind in ("weight", "bias")}
 
 
@@ -59,10 +53,10 @@ def sft_from_official(state: StateDict, config: Any) -> dict[str, Tensor]:
         prefix = f"{short}_tokenizer"
         if f"{prefix}.proj.weight" not in state:
             continue  # a corpus without this modality (load_converted names what our model then misses)
-        ours[f"tokenizers.{modality}.proj.weight"] = _take(state, f"{prefix}.proj.weight", used)
-        ours[f"tokenizers.{modality}.proj.bias"] = _take(state, f"{prefix}.proj.bias", used)
-        ours[f"tokenizers.{modality}.cls"] = _take(state, f"{prefix}.cls_token", used).reshape(-1)
-        positions = _take(state, f"{prefix}.pos_embedding", used)
+        ours[f"tokenizers.{modality}.proj.weight"] = take(state, f"{prefix}.proj.weight", SOURCE, used)
+        ours[f"tokenizers.{modality}.proj.bias"] = take(state, f"{prefix}.proj.bias", SOURCE, used)
+        ours[f"tokenizers.{modality}.cls"] = take(state, f"{prefix}.cls_token", SOURCE, used).reshape(-1)
+        positions = take(state, f"{prefix}.pos_embedding", SOURCE, used)
         ours[f"tokenizers.{modality}.positions"] = positions.reshape(-1, positions.shape[-1])
         for i in range(config.n_layers_pre_fusion):
             ours |= _attention(state, f"network.attns_{short}.{i}", f"unimodal.{modality}.{i}.attention.attn", used)
@@ -74,9 +68,6 @@ def sft_from_official(state: StateDict, config: Any) -> dict[str, Tensor]:
         ours |= _mlp(state, f"network.mlps_fused.{i}", f"joint.{i}", used)
     for index in ("0", "1"):
         for kind in ("weight", "bias"):
-            ours[f"head.{index}.{kind}"] = _take(state, f"network.classifier.{index}.{kind}", used)
-    left = sorted(set(state) - used)
-    if left:
-        raise ConversionError(f"official SFT state dict has keys this converter does not know (more layers than the "
-                              f"config's, or fusion_layer_enabled): {left[:6]}{' ...' if len(left) > 6 else ''}")
+            ours[f"head.{index}.{kind}"] = take(state, f"network.classifier.{index}.{kind}", SOURCE, used)
+    refuse_unknown(state, used, SOURCE, " (more layers than the config's, or fusion_layer_enabled)")
     return ours

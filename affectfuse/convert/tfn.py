@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from . import ConversionError, StateDict, register_converter
+from . import ConversionError, StateDict, refuse_unknown, register_converter, take
 
 _SUBNETS = {"audio_subnet": "audio", "video_subnet": "vision"}
 _LINEARS = {"linear_1": "0", "linear_2": "2", "linear_3": "4"}
@@ -41,19 +41,6 @@ def subnetworks(state: StateDict) -> tuple[dict[str, Tensor], set[str]]:
             continue
         used.add(key)
     return ours, used
-
-
-def take(state: StateDict, key: str, source: str) -> Tensor:
-    if key not in state:
-        raise ConversionError(f"{source} state dict lacks {key!r}")
-    return state[key]
-
-
-def refuse_unknown(state: StateDict, used: set[str], source: str) -> None:
-    left = sorted(set(state) - used)
-    if left:
-        raise ConversionError(f"{source} state dict has keys this converter does not know: {left[:6]}"
-                              f"{' ...' if len(left) > 6 else ''}")
 
 
 def _convert(state: StateDict, source: str) -> dict[str, Tensor]:
