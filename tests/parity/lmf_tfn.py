@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -19,6 +20,8 @@ from affectfuse.config.registry import create_model
 from affectfuse.convert import get_converter, load_converted
 from affectfuse.data.batch import Batch
 from affectfuse.models.base import FusionModel
+
+from .official import group
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 
@@ -55,11 +58,6 @@ def converted(model_name: str, case: str, meta: dict[str, Any], arrays: dict[str
               **extra: Any) -> FusionModel:
     return load_converted(model_name, source_of(case), group(arrays, "state"), our_config(model_name, meta, **extra),
                           spec_of(meta))
-
-
-def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors stored under `prefix/`, without the prefix (the official state dict, a mode's gradients)."""
-    return {k.removeprefix(prefix + "/"): torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix + "/")}
 
 
 def batch_of(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Batch:
@@ -129,3 +127,24 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     report("lmf")
     report("tfn")
+
+
+def check_case(model_name: str, case: str, mode: str) -> None:
+    """Our converted model against one fixture case in one mode; the padded cases compare with `mask_padding=False`,
+    which is the official code's counting of padding as real steps."""
+    meta, arrays = load(model_name, case)
+    model = converted(model_name, case, meta, arrays, **({"mask_padding": False} if meta["padded"] else {}))
+    assert_within_tolerance(differences(model_name, case, model, mode, meta, arrays), meta,
+                            f"{model_name}/{case} {mode}")
+
+
+def check_padding_deviation(model_name: str) -> None:
+    """Our default predicts for a padded sample what the official model predicts for it unpadded; the official
+    prediction with the padding differs by the effect the fixture records (the deviation the model file documents)."""
+    meta, arrays = load(model_name, "official_padded")
+    model = converted(model_name, "official_padded", meta, arrays).eval()
+    with torch.no_grad():
+        ours = model(batch_of(meta, arrays)).prediction.numpy()
+    np.testing.assert_allclose(ours, arrays["eval/output_unpadded"], atol=meta["tolerance"], rtol=0)
+    assert np.abs(ours - arrays["eval/output"]).max() == pytest.approx(meta["official_padding_effect"], abs=1e-5)
+    assert meta["official_padding_effect"] > 1e-3

@@ -23,6 +23,8 @@ from .lmf_tfn import (
     assert_within_tolerance,
     batch_of,
     cases,
+    check_case,
+    check_padding_deviation,
     converted,
     differences,
     group,
@@ -42,22 +44,11 @@ def test_every_case_is_there() -> None:
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("case", CASES)
 def test_output_loss_and_gradients_equal_the_fixture(case: str, mode: str) -> None:
-    meta, arrays = load("lmf", case)
-    # the padded case: the official code counts padding as real steps; `mask_padding=False` is that behaviour
-    model = converted("lmf", case, meta, arrays, **({"mask_padding": False} if meta["padded"] else {}))
-    assert_within_tolerance(differences("lmf", case, model, mode, meta, arrays), meta, f"lmf/{case} {mode}")
+    check_case("lmf", case, mode)
 
 
 def test_defaults_ignore_padding_where_the_official_code_does_not() -> None:
-    """Our default predicts for a padded sample what the official model predicts for it unpadded; the official
-    prediction with the padding differs by the effect the fixture records (the deviation documented in lmf.py)."""
-    meta, arrays = load("lmf", "official_padded")
-    model = converted("lmf", "official_padded", meta, arrays).eval()
-    with torch.no_grad():
-        ours = model(batch_of(meta, arrays)).prediction.numpy()
-    np.testing.assert_allclose(ours, arrays["eval/output_unpadded"], atol=meta["tolerance"], rtol=0)
-    assert np.abs(ours - arrays["eval/output"]).max() == pytest.approx(meta["official_padding_effect"], abs=1e-5)
-    assert meta["official_padding_effect"] > 1e-3
+    check_padding_deviation("lmf")
 
 
 def test_summed_loss_option_is_the_official_loss() -> None:

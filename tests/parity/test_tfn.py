@@ -20,6 +20,8 @@ from .lmf_tfn import (
     assert_within_tolerance,
     batch_of,
     cases,
+    check_case,
+    check_padding_deviation,
     converted,
     differences,
     group,
@@ -39,20 +41,11 @@ def test_every_case_is_there() -> None:
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("case", CASES)
 def test_output_loss_and_gradients_equal_the_fixture(case: str, mode: str) -> None:
-    meta, arrays = load("tfn", case)
-    # the padded case: the official code counts padding as real steps; `mask_padding=False` is that behaviour
-    model = converted("tfn", case, meta, arrays, **({"mask_padding": False} if meta["padded"] else {}))
-    assert_within_tolerance(differences("tfn", case, model, mode, meta, arrays), meta, f"tfn/{case} {mode}")
+    check_case("tfn", case, mode)
 
 
 def test_defaults_ignore_padding_where_the_official_code_does_not() -> None:
-    meta, arrays = load("tfn", "official_padded")
-    model = converted("tfn", "official_padded", meta, arrays).eval()
-    with torch.no_grad():
-        ours = model(batch_of(meta, arrays)).prediction.numpy()
-    np.testing.assert_allclose(ours, arrays["eval/output_unpadded"], atol=meta["tolerance"], rtol=0)
-    assert np.abs(ours - arrays["eval/output"]).max() == pytest.approx(meta["official_padding_effect"], abs=1e-5)
-    assert meta["official_padding_effect"] > 1e-3
+    check_padding_deviation("tfn")
 
 
 def test_summed_loss_option_is_the_official_loss() -> None:
