@@ -160,6 +160,23 @@ def test_rows_hold_config_code_version_environment_and_curves(tmp_path: Path) ->
     assert row["identity"]["overrides"]["rank"] == 3
 
 
+def test_a_run_loads_each_data_spec_once_for_its_fingerprints(tmp_path: Path, monkeypatch) -> None:
+    """The runner fingerprints the data and hands the fingerprinted runs to the reports, which do not load it again
+    (`run --report-only`, with no runs at hand, does)."""
+    import affectfuse.data.datasets as datasets
+    from affectfuse.experiments import runner
+
+    runner._corpus.cache_clear()  # the in-process runs' per-process cache may hold this corpus from another test
+    loads = []
+    real = datasets.load_data
+    monkeypatch.setattr(datasets, "load_data", lambda spec, **kw: loads.append(spec) or real(spec, **kw))
+    experiment = load_experiment(write(tmp_path, experiment_text(("lmf",), seeds="[5]", settings=1)))
+    outcome = run_experiment(experiment, tmp_path / "out", workers=0, log=None)
+    assert outcome["ran"] == 1 and (tmp_path / "out" / "table.md").exists()
+    # one load to fingerprint, one by the in-process run itself; none by the reports
+    assert loads == [DATA, DATA]
+
+
 def test_ray_gives_the_same_result_per_cell_and_seed_as_local(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the Ray test needs the optional ray package (pip install 'affectfuse[ray]')")
     experiment = load_experiment(write(tmp_path, experiment_text(("lmf",), settings=1)))  # 1 model x 2 seeds

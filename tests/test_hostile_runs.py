@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -281,6 +282,26 @@ def test_labels_of_the_wrong_kind_or_scale_are_refused(corpus) -> None:
     huge = {**train.features, "vision": train.features["vision"] * 1e30}
     with pytest.raises(DataFormatError, match="modality 'vision' has .* features of magnitude above 1e\\+06"):
         train_model("lmf", _with(corpus, features=huge), overrides=QUICK, progress=False)
+
+
+def test_a_corpus_is_checked_once_for_a_grid_of_runs(corpus, monkeypatch) -> None:
+    """train_many runs ready_for_training per (model, seed); the scan of the data (and its fingerprint, cached on the
+    corpus it returns) happens for the first run only, and its unlabelled-samples warning once."""
+    import affectfuse.data.checks as checks
+
+    labels = corpus.split("train").labels.copy()
+    labels[:2] = np.nan
+    partly = _with(corpus, labels=labels)
+    scans = []
+    real = checks.check_split
+    monkeypatch.setattr(checks, "check_split", lambda c, name, **kw: scans.append(name) or real(c, name, **kw))
+    with pytest.warns(UserWarning, match="2 unlabelled samples"):
+        first = checks.ready_for_training(partly)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would now fail the test
+        again = checks.ready_for_training(partly)
+    assert again is first and checks.ready_for_training(first) is first
+    assert scans == ["train", "valid", "test"]
 
 
 def test_nan_labels_are_unlabelled_left_out_of_training_refused_by_evaluate(corpus, tmp_path: Path) -> None:

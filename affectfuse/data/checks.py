@@ -83,8 +83,11 @@ def drop_unlabelled(corpus: Corpus, splits: tuple[str, ...] = ("train", "valid",
 
 
 def ready_for_training(corpus: Corpus) -> Corpus:
-    """The corpus a run trains on: unlabelled samples set apart, train/valid/test checked."""
-    corpus = drop_unlabelled(corpus)
+    """The corpus a run trains on: unlabelled samples set apart, train/valid/test checked. Memoised on the corpus,
+    so a grid of models and seeds scans (and fingerprints) its data once."""
+    if corpus._ready is not None:
+        return corpus._ready
+    original, corpus = corpus, drop_unlabelled(corpus)
     for name in ("train", "valid", "test"):
         if name not in corpus.splits:
             raise DataFormatError(f"{corpus.source or corpus.name} has no {name!r} split (it has "
@@ -93,4 +96,5 @@ def ready_for_training(corpus: Corpus) -> Corpus:
     if len(corpus.splits["train"]) < 2:
         raise DataFormatError(f"{corpus.source or corpus.name}: split 'train' has {len(corpus.splits['train'])} "
                               "sample; training needs at least 2 (batch statistics)")
+    original._ready = corpus._ready = corpus
     return corpus

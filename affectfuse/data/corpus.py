@@ -111,6 +111,8 @@ class Corpus:
     nonfinite: dict[str, int] = field(default_factory=dict)
     """"split/modality" -> number of NaN/inf values replaced by 0 at load time (only with nonfinite="zero")."""
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+    _ready: Corpus | None = field(default=None, init=False, repr=False, compare=False)
+    """The corpus `data.checks.ready_for_training` made of this one (checked once per corpus, not once per run)."""
 
     def fingerprint(self) -> str:
         """sha256 of the content (ids, features, masks, labels of every split): results computed from this corpus

@@ -17,16 +17,18 @@ from typing import Any
 
 from ..engine.metrics import aggregate, format_table
 from ..io import atomic_write, write_json
-from .plan import Experiment, plan, with_fingerprints
+from .plan import Experiment, Run, plan, with_fingerprints
 from .store import ResultStore
 
 Cells = dict[str, dict[tuple[str, str], list[dict[str, Any]]]]
 """data label -> (model, setting) -> stored rows (one per seed)."""
 
 
-def collect(experiment: Experiment, store: ResultStore) -> Cells:
+def collect(experiment: Experiment, store: ResultStore, runs: list[Run] | None = None) -> Cells:
+    """Stored rows per cell; `runs` are the experiment's fingerprinted runs when the caller has them already (the
+    fingerprints load each data spec)."""
     cells: Cells = {label: {} for label in experiment.data}
-    for row in store.rows(with_fingerprints(plan(experiment))):
+    for row in store.rows(runs if runs is not None else with_fingerprints(plan(experiment))):
         cells[row["data"]].setdefault((row["model"], row["setting"]), []).append(row)
     for label, by_cell in cells.items():  # the file's order: models, then settings
         order = {(m, s.name): i for i, (m, s) in enumerate((m, s) for m in experiment.models
@@ -186,9 +188,10 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def write_reports(experiment: Experiment, store: ResultStore, out: Path, *, plots: bool = True) -> dict[str, Path]:
+def write_reports(experiment: Experiment, store: ResultStore, out: Path, *, plots: bool = True,
+                  runs: list[Run] | None = None) -> dict[str, Path]:
     """table.md, table.csv, table.tex, summary.json and plots/{bars,curves}_<data>.png under `out` (atomically)."""
-    cells = collect(experiment, store)
+    cells = collect(experiment, store, runs)
     table = summary(experiment, cells)
     paths = {
         "markdown": atomic_write(out / "table.md", lambda f: f.write(markdown(experiment, table)), mode="w"),

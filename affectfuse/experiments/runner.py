@@ -224,7 +224,7 @@ def run_experiment(
             main = next(iter(result["test"]))
             say(f"[{count}/{len(pending)}] {run.key}: test {main} {result['test'][main]:.4f} "
                 f"({result['seconds']:.1f} s; {time.perf_counter() - start:.0f} s elapsed)")
-        reports = write_reports(experiment, store, out)
+        reports = write_reports(experiment, store, out, runs=runs)
         return {
             "experiment": experiment.name,
             "out": str(out),

@@ -465,6 +465,9 @@ class TransformerEncoder(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
     ) -> Tensor:  # (B, T, D) -> (B, T, D)
+        # all-real masks are dropped once here rather than checked again by every layer's attention
+        mask = None if mask is not None and bool(mask.all()) else mask
+        context_mask = None if context_mask is not None and bool(context_mask.all()) else context_mask
         x = self.embed(x)
         value = None
         if self.causal and context is not None and context.shape[1] < x.shape[1]:
