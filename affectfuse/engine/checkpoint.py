@@ -36,6 +36,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path | str, model: Any, *, train: Any = None, metrics: dict[str, Any] | None = None) -> Path:
+    """Write `model` (with its training config `train` and `metrics`, if given) to the checkpoint file `path`,
+    atomically; returns the path. `load_model(path)` rebuilds it."""
     payload = {
         "format_version": FORMAT_VERSION,
         "affectfuse_version": __version__,
