@@ -10,7 +10,8 @@
   between). Numbers must match within ``<!-- docs-test: tolerance X -->`` (default 0), except after a tiny block,
   whose numbers are not the documented command's and are not compared (the text is).
 
-The README runs first; the docs pages run after it in the same folder and may use what its tour made (runs/tour).
+The README runs first; each docs page then runs in a scratch folder of its own, where runs/tour is the README tour's
+run (a trained LMF checkpoint at runs/tour/lmf/seed1111/best.pt).
 `affectfuse` commands run in this process (no interpreter start-up per command); anything else runs in bash, with
 `affectfuse` and `python` on the PATH pointing at this checkout.
 """
@@ -56,7 +57,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{page}:{self.line}"
 
     def directive(self, name: str) -> list[str]:
         return [args for kind, args in self.directives if kind == name]
@@ -106,13 +108,19 @@ def prepared(block: Block) -> str:
     return code
 
 
+def shared_data() -> Path | None:
+    """The real corpora: $AFFECTFUSE_DATA's first folder, else shared/data beside the checkout (as tests/conftest)."""
+    candidates = [Path(p) for p in os.environ.get("AFFECTFUSE_DATA", "").split(os.pathsep) if p]
+    return next((c for c in [*candidates, ROOT.parent / "shared" / "data"] if (c / "mosi").is_dir()), None)
+
+
 def missing_needs(block: Block) -> list[str]:
     missing = []
     for args in block.directive("needs"):
         for need in filter(None, (n.strip() for n in args.split(","))):
             if need == "data":
-                if not (ROOT.parent / "shared" / "data").is_dir() and not os.environ.get("AFFECTFUSE_DATA"):
-                    missing.append("the real data (shared/data)")
+                if shared_data() is None:
+                    missing.append("the real data (shared/data, or $AFFECTFUSE_DATA)")
             elif importlib.util.find_spec(need) is None:
                 missing.append(f"the Python module {need}")
     return missing
@@ -252,17 +260,14 @@ def inside(folder: Path):  # contextlib.chdir is Python >= 3.11
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A scratch folder with the repository's example files, `affectfuse` and `python` on PATH, the real data (if
-    any) reachable as ../shared/data."""
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A scratch folder holding `affectfuse` and `python` (on PATH, pointing at this checkout) and the real data as
+    shared/data, when there is any; each page runs in a folder of its own inside it (`page_folder`)."""
     base = tmp_path_factory.mktemp("docs")
-    work = base / "work"
-    work.mkdir()
-    for name in ("examples", "benchmarks", "docs"):
-        (work / name).symlink_to(ROOT / name)
-    shared = ROOT.parent / "shared"
-    if shared.is_dir():
-        (base / "shared").symlink_to(shared)
+    data = shared_data()
+    if data is not None:
+        (base / "shared").mkdir()
+        (base / "shared" / "data").symlink_to(data)
     bin_dir = base / "bin"
     bin_dir.mkdir()
     for name, target in (("affectfuse", f'exec "{sys.executable}" -m affectfuse "$@"'),
@@ -271,12 +276,38 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return work, env
+    if data is not None:
+        env["AFFECTFUSE_DATA"] = str(data)
+    return base, env
+
+
+def page_folder(base: Path, page: Path) -> Path:
+    """base/<page>: the repository's examples/, benchmarks/ and docs/ linked in, ../shared/data the real data, and
+    runs/tour the README tour's run (pages run apart, so one page's outputs never collide with another's)."""
+    work = base / page.stem
+    work.mkdir()
+    for name in ("examples", "benchmarks", "docs"):
+        (work / name).symlink_to(ROOT / name)
+    if page.name != "README.md":
+        (work / "runs").mkdir()
+        (work / "runs" / "tour").symlink_to(base / "README" / "runs" / "tour")
+    return work
+
+
+@contextlib.contextmanager
+def inside(folder: Path):  # contextlib.chdir is Python >= 3.11
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture(scope="module")
-def readme(workdir: tuple[Path, dict[str, str]]) -> tuple[list[str], list[str]]:
-    work, env = workdir
+def readme(scratch: tuple[Path, dict[str, str]]) -> tuple[list[str], list[str]]:
+    base, env = scratch
+    work = page_folder(base, ROOT / "README.md")
     with inside(work):
         return run_page(ROOT / "README.md", work, env)
 
@@ -287,8 +318,9 @@ def test_readme_blocks_run_and_print_what_it_shows(readme: tuple[list[str], list
 
 
 @pytest.mark.parametrize("page", PAGES[1:], ids=lambda p: p.name)
-def test_docs_blocks_run_and_print_what_they_show(page: Path, readme, workdir) -> None:
-    work, env = workdir
+def test_docs_blocks_run_and_print_what_they_show(page: Path, readme, scratch) -> None:
+    base, env = scratch
+    work = page_folder(base, page)
     with inside(work):
         failures, _ = run_page(page, work, env)
     assert not failures, "\n\n".join(failures)
