@@ -44,7 +44,13 @@ _API: dict[str, str] = {
     "from_pretrained": "engine.checkpoint",
     "export_torchscript": "engine.export",
 }
-__all__ = ["__version__", *_API]
+__all__ = [  # the same names as _API (tests/test_api.py), spelled out for linters and `from affectfuse import *`
+    "__version__",
+    "load_data", "Corpus", "Split", "Batch", "collate", "InputSpec", "TrainConfig",
+    "list_models", "get_recipe", "create_model",
+    "fit", "evaluate", "predict", "train_model", "train_many", "evaluate_checkpoint",
+    "save_checkpoint", "load_model", "save_pretrained", "from_pretrained", "export_torchscript",
+]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use (below)
     from .config.registry import create_model, get_recipe, list_models

@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import affectfuse
 from affectfuse.cli import main
@@ -23,6 +23,7 @@ def test_documented_names_are_the_exported_ones() -> None:
     """docs/api.md has one table row per public name, and `__all__` holds exactly those."""
     documented = re.findall(r"^\| `(\w+)` \|", API_DOC.read_text(), flags=re.MULTILINE)
     assert sorted(documented) == sorted(n for n in affectfuse.__all__ if n != "__version__")
+    assert affectfuse.__all__ == ["__version__", *affectfuse._API]
     assert len(set(documented)) == len(documented)
 
 

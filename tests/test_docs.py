@@ -294,16 +294,6 @@ def page_folder(base: Path, page: Path) -> Path:
     return work
 
 
-@contextlib.contextmanager
-def inside(folder: Path):  # contextlib.chdir is Python >= 3.11
-    before = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 @pytest.fixture(scope="module")
 def readme(scratch: tuple[Path, dict[str, str]]) -> tuple[list[str], list[str]]:
     base, env = scratch
