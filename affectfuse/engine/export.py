@@ -95,11 +95,15 @@ def export_torchscript(
         raise ValueError(f"the traced {model.model_name} does not reproduce the model (largest difference "
                          f"{difference}); it cannot be exported as TorchScript")
     extra = {SPEC_FILE: json.dumps({"model_name": model.model_name, "spec": model.spec.to_dict()})}
-    return atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files=extra))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.save` is deprecated", DeprecationWarning)  # as for tracing
+        return atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 
 def exported_spec(path: Path | str) -> dict[str, Any]:
     """{"model_name", "spec"} stored in a file written by `export_torchscript`."""
     extra = {SPEC_FILE: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return json.loads(extra[SPEC_FILE])
