@@ -303,7 +303,8 @@ def readme(scratch: tuple[Path, dict[str, str]]) -> tuple[list[str], list[str]]:
 
 
 def test_readme_blocks_run_and_print_what_it_shows(readme: tuple[list[str], list[str]]) -> None:
-    failures, _ = readme
+    failures, skipped = readme
+    print("not run:", *skipped, sep="\n  ")  # shown with pytest -rP
     assert not failures, "\n\n".join(failures)
 
 
@@ -312,7 +313,8 @@ def test_docs_blocks_run_and_print_what_they_show(page: Path, readme, scratch) -
     base, env = scratch
     work = page_folder(base, page)
     with inside(work):
-        failures, _ = run_page(page, work, env)
+        failures, skipped = run_page(page, work, env)
+    print("not run:", *skipped, sep="\n  ")
     assert not failures, "\n\n".join(failures)
 
 
@@ -336,3 +338,11 @@ def test_the_directives_are_checked(tmp_path: Path) -> None:
     assert check_output(blocks[1], "mae 0.6\n") == "mae 0.5"
     blocks[1].directives.append(("tiny", '"a" -> "b"'))
     assert check_output(blocks[1], "mae 0.6\n") is None
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_point_at_files_that_exist(page: Path) -> None:
+    links = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    local = [link.split("#")[0] for link in links if not re.match(r"[a-z]+:", link) and not link.startswith("#")]
+    broken = [link for link in local if link and not (page.parent / link.strip("`")).exists()]
+    assert not broken, f"{page.name} links to missing files: {broken}"
