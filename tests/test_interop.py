@@ -71,7 +71,8 @@ def test_evaluate_and_predict_take_a_dataloader(corpus) -> None:
     model = create_model("lmf", corpus.spec, **TINY["lmf"])
     split = corpus.split("test")
     loader = DataLoader(split, batch_size=3, collate_fn=split.collate)
-    assert evaluate(model, loader) == pytest.approx(evaluate(model, split), rel=1e-6)  # other batches, other rounding
+    # other batches round differently
+    assert evaluate(model, loader) == pytest.approx(evaluate(model, split), rel=1e-5, abs=1e-6)
 
 
 def test_save_pretrained_round_trip(corpus, tmp_path: Path) -> None:
