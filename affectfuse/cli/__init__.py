@@ -18,6 +18,7 @@ affectfuse extract CLIP|FOLDER --out DATASET.pkl [--labels CSV] [--transcripts C
                    [--aligned] [--workers N] [--json]
 affectfuse predict CLIP --checkpoint CKPT [--transcript TEXT] [--json]
 affectfuse convert OFFICIAL.pt --model NAME --data SPEC --out CKPT [--source official|mmsa] [--set KEY=VALUE ...]
+affectfuse export CKPT --out DIR|FILE [--format pretrained|torchscript]   (safetensors folder, or TorchScript file)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("extract", "PredictArgs", "cmd_predict"),
     "sweep": ("sweep", "SweepArgs", "cmd_sweep"),
     "convert": ("convert", "ConvertArgs", "cmd_convert"),
+    "export": ("export", "ExportArgs", "cmd_export"),
 }
 DATA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("data", "InspectArgs", "cmd_inspect"),

@@ -46,6 +46,7 @@ def _ensure_registered() -> None:
 
 
 def list_models() -> list[str]:
+    """The names of every registered model, sorted (`affectfuse models`)."""
     _ensure_registered()
     return sorted(_REGISTRY)
 
@@ -58,6 +59,11 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def get_recipe(name: str, dataset: str) -> Recipe[Any]:
+    """Model `name`'s recipe for `dataset` (its model config, training config and source), e.g. ("lmf", "mosi").
+
+    Raises:
+        ValueError: the model has no recipe of that name (the message lists those it has).
+    """
     entry = get_entry(name)
     if dataset not in entry.recipes:
         raise ValueError(f"model {name!r} has no recipe for {dataset!r}; recipes exist for: {', '.join(entry.recipes)}")

@@ -265,8 +265,9 @@ def extract_dataset(
 ) -> ExtractReport:
     """Extract every clip of `source` (one clip or a folder) and write the dataset `out` (MMSA pickle layout).
 
-    Clips without a row in `labels` get label 0 in the test split (the report says so); with no labels at all the
-    dataset is for inspection and prediction only. A report JSON is written beside the dataset.
+    Clips without a row in `labels` are unlabelled: label NaN, in the test split (the report says so); training
+    leaves them out and `evaluate` refuses them. With no labels at all the dataset is for inspection and prediction
+    only. A report JSON is written beside the dataset.
     """
     out = Path(out).expanduser()
     if workers < 1:
