@@ -8,8 +8,6 @@ from typing import Annotated, Literal
 
 import tyro
 
-from ..config.overrides import apply_overrides, parse_overrides
-
 
 @dataclass
 class ConvertArgs:
@@ -21,7 +19,7 @@ class ConvertArgs:
     """The official state dict (torch.save(model.state_dict(), ...))."""
     model: Annotated[str, tyro.conf.arg(aliases=("-m",))]
     """Our model name (see `affectfuse models`)."""
-    data: str
+    data: Annotated[str, tyro.conf.arg(aliases=("-d",))]
     """A data spec whose feature dims and lengths the weights were trained for (e.g. the same MMSA pickle)."""
     out: Path
     """The affectfuse checkpoint to write (refused if it exists)."""
@@ -32,6 +30,7 @@ class ConvertArgs:
 
 
 def cmd_convert(args: ConvertArgs) -> None:
+    from ..config.overrides import apply_overrides, parse_overrides
     from ..convert import load_converted, read_official_state_dict
     from ..data.datasets import load_data
     from ..engine.checkpoint import save_checkpoint

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import tyro
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +44,7 @@ def cmd_run(args: RunArgs) -> None:
     from ..experiments.report import write_reports
     from ..experiments.runner import run_experiment
     from ..experiments.store import ResultStore
+    from . import progress_shown
 
     experiment = load_experiment(args.experiment)
     if args.tensorboard:
@@ -53,12 +57,13 @@ def cmd_run(args: RunArgs) -> None:
         outcome = {"experiment": experiment.name, "out": str(out), "reports": {k: str(v) for k, v in reports.items()}}
     else:
         outcome = run_experiment(experiment, out, workers=args.workers, threads=args.threads, ray_address=args.ray,
-                                 limit=args.limit, log=None if args.json else print)
+                                 limit=args.limit, log=(lambda _: None) if args.json else None,
+                                 progress=progress_shown(args.json))
     if args.json:
         print(json.dumps(outcome))
     else:
         print((out / "table.md").read_text())
-        print(f"results store {out / 'results.sqlite'}; tables and plots under {out}/")
+        logger.info(f"results store {out / 'results.sqlite'}; tables and plots under {out}/")
     if outcome.get("failed"):
         raise ValueError(f"{len(outcome['failed'])} run(s) failed: " + "; ".join(
             f"{k}: {v}" for k, v in outcome["failed"].items()))
