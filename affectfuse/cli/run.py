@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
@@ -33,7 +34,11 @@ class RunArgs:
     report_only: bool = False
     """Run nothing; rebuild the tables and plots from the store."""
     tensorboard: bool = False
-    """Also write TensorBoard event files per run (needs the tensorboard package)."""
+    """Also write TensorBoard event files per run (same as --tracker tensorboard)."""
+    tracker: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Experiment trackers, one per --tracker (`tensorboard`, `mlflow`, `wandb`), added to the file's `trackers`:
+    local files per run, no server (TensorBoard events, an MLflow file store, W&B offline); each needs its package
+    (extras tensorboard, mlflow, wandb)."""
     json: bool = False
 
 
@@ -47,8 +52,10 @@ def cmd_run(args: RunArgs) -> None:
     from . import progress_shown
 
     experiment = load_experiment(args.experiment)
-    if args.tensorboard:
-        experiment = dataclasses.replace(experiment, tensorboard=True)
+    if args.tensorboard or args.tracker:
+        trackers = tuple(dict.fromkeys((*experiment.trackers, *args.tracker)))
+        experiment = dataclasses.replace(experiment, tensorboard=experiment.tensorboard or args.tensorboard,
+                                         trackers=trackers)
     out = args.out or Path(experiment.out or f"runs/experiments/{experiment.name}")
     if args.workers < 0 or args.threads < 1:
         raise ValueError(f"--workers must be >= 0 and --threads >= 1, got {args.workers} and {args.threads}")

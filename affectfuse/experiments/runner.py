@@ -34,6 +34,7 @@ from ..progress import job_bar
 from ..workers import stopped_on_exit, watch_parent
 from .plan import Experiment, Run, plan, with_fingerprints
 from .store import ResultStore
+from .trackers import check_trackers, open_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -104,17 +105,13 @@ def execute_run(run: Run, out_dir: str, threads: int = 1, progress: bool = False
     torch.set_num_threads(threads)
     corpus = _corpus(run.data_spec, run.nonfinite, run.missing_rate)
     folder = run_dir(out_dir, run)
-    on_epoch, close = (None, None)
-    if run.tensorboard:
-        from .tblog import tensorboard_callback
-
-        on_epoch, close = tensorboard_callback(folder / "tensorboard", run.key)
+    trackers = (*run.trackers, *(("tensorboard",) if run.tensorboard else ()))
+    on_epoch, close = open_trackers(trackers, folder, run.key, run.identity())
     try:
         result = train_model(run.model, corpus, seed=run.seed, recipe=run.recipe, overrides=dict(run.overrides),
                              out_dir=folder, progress=progress, on_epoch=on_epoch)
     finally:
-        if close is not None:
-            close()
+        close()
     saved = json.loads((folder / "result.json").read_text())
     history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
     return {
@@ -208,6 +205,7 @@ def run_experiment(
         runs = with_fingerprints(plan(experiment))
         done = store.done(runs)
         pending = [r for r in runs if r.key not in done]
+        check_trackers(experiment.trackers + (("tensorboard",) if experiment.tensorboard else ()))  # before any run
         if limit is not None:
             pending = pending[:limit]
         say = log or logger.info
