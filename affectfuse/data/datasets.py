@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 import warnings
@@ -33,6 +34,8 @@ import affectfuse
 
 from .corpus import Corpus, NonFinite, Split
 from .formats import load_corpus, load_mosi_utterance, read_mfn_h5
+
+logger = logging.getLogger(__name__)
 
 _NAMED: dict[str, tuple[str, str]] = {
     # name -> (folder under a data root, a file or folder that marks it)
@@ -153,10 +156,9 @@ def resolve_mmsa(name: str, rest: str = "") -> Path:
     relative = files[alignment]
     roots = [Path(root).expanduser()] if root else data_roots()
     for base in roots:
-        if base.is_file():
-            return base
-        for candidate in (base / relative, base / relative.lower()):
+        for candidate in (base, base / relative, base / relative.lower()):
             if candidate.is_file():
+                logger.info(f"{name}: reading {candidate}")
                 return candidate
     looked = ", ".join(str(b / relative) for b in roots)
     raise FileNotFoundError(
