@@ -55,13 +55,13 @@ def progress_wanted() -> bool:
 
 
 @contextlib.contextmanager
-def job_bar(total: int, *, done: int = 0, desc: str, enabled: bool = True) -> Iterator[Any]:
+def job_bar(total: int, *, done: int = 0, desc: str, enabled: bool = True, unit: str = "run") -> Iterator[Any]:
     """The overall bar of a job of `total` runs (`done` of them finished before): runs done / total and the ETA from
     the runs timed now (smoothing=0: the mean over this job, not the last run's speed)."""
     global _job_bars
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=done, desc=desc, unit="run", disable=not enabled, position=0, leave=True,
+    bar = tqdm(total=total, initial=done, desc=desc, unit=unit, disable=not enabled, position=0, leave=True,
                dynamic_ncols=True, smoothing=0)
     _job_bars += 1
     try:

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     logger = setup_logging(verbosity)
     command, rest = argv[0], argv[1:]
     if command == "data":
+        if rest[:1] in (["-h"], ["--help"]):
+            print("usage: affectfuse data inspect PATH|SPEC [--json] | affectfuse data write SPEC OUT.pkl\n"
+                  "(`affectfuse data inspect --help` for the options)")
+            return 0
         if not rest or rest[0] not in DATA_COMMANDS:
             close = difflib.get_close_matches(rest[0], list(DATA_COMMANDS), n=1) if rest else []
             hint = f"unknown data command {rest[0]!r}; did you mean {close[0]!r}? " if close else ""

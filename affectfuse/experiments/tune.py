@@ -162,7 +162,8 @@ def tune(
         if remaining > 0:
             say = log or logger.info
             say(f"tune {model} on {data}: {remaining} trial(s) to run, {direction} validation {monitor}")
-            with job_bar(trials, done=trials - remaining, desc=f"tune {model}", enabled=progress) as bar:
+            with job_bar(trials, done=trials - remaining, desc=f"tune {model}", enabled=progress,
+                         unit="trial") as bar:
 
                 def finished_trial(study: Any, trial: Any) -> None:
                     bar.update(1)
