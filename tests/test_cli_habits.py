@@ -62,7 +62,9 @@ def test_mmsa_spellings_and_dataset_names_find_mmsas_files(tmp_path, capsys, mon
     monkeypatch.setenv("AFFECTFUSE_DATA", str(root))
     capsys.readouterr()
     out = tmp_path / "runs"
-    assert main(["-q", "train", "-m", "lmf", "-d", "mosi", "-s", "1111", "1112", "--out", str(out), *TINY]) == 0
+    # MMSA repeats -s per seed: both seeds run (a plain tuple option would keep the last only)
+    assert main(["-q", "train", "-m", "lmf", "-d", "mosi", "-s", "1111", "-s", "1112", "--out", str(out), *TINY]) == 0
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [1111, 1112]
     result = json.loads((out / "lmf" / "seed1112" / "result.json").read_text())
     assert result["recipe"] == "mosi"  # named after MMSA's dataset, so the paper recipe applies
     assert json.loads((out / "summary.json").read_text())["data"].startswith(str(pickle))

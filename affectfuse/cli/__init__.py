@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import tyro
 
+    if command in ("train", "sweep"):  # their --model and --seed take several values
+        rest = merge_repeated(merge_repeated(rest, ("-s", "--seed")), ("-m", "--model"))
     loaded = importlib.import_module(f".{module}", __name__)
     args = tyro.cli(getattr(loaded, spec), args=rest, prog=prog)
     try:
@@ -120,3 +122,21 @@ def progress_shown(*off: bool) -> bool:
     from ..progress import progress_wanted
 
     return not any(off) and progress_wanted()
+
+
+def merge_repeated(argv: list[str], spellings: tuple[str, ...]) -> list[str]:
+    """MMSA repeats a flag per value (`-s 1111 -s 1112`), where a plain tuple option would keep only the last:
+    gather every occurrence's values into one (`--seed 1111 1112`), in order."""
+    if sum(a in spellings for a in argv) < 2:
+        return argv
+    kept, values, i = [], [], 0
+    while i < len(argv):
+        if argv[i] in spellings:
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+        else:
+            kept.append(argv[i])
+            i += 1
+    return [*kept, spellings[-1], *values]
