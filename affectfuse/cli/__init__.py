@@ -9,8 +9,9 @@ affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the M
 affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
                  [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--precision fp32|bf16|fp16] [--compile] [--json]
 affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
-affectfuse run EXPERIMENT.toml [--out DIR] [--workers N] [--ray ADDRESS|local] [--tensorboard] [--report-only]
-               (grid of models x data x settings x seeds; resumable; SQLite store, tables, plots)
+affectfuse run EXPERIMENT.toml [--out DIR] [--workers N] [--ray ADDRESS|local] [--report-only]
+               [--tracker tensorboard|mlflow|wandb]   (grid of models x data x settings x seeds; resumable; SQLite
+               store, tables, plots)
 affectfuse tune --model NAME --data SPEC [--trials 10] [--set KEY=VALUE ...] [--out DIR]   (Optuna; writes recipe.json)
 affectfuse train ... --recipe-file recipe.json   (start from a tuned recipe)
 affectfuse profile --model NAME [NAME ...]|--all [--shape mosi|mosei|sims|iemocap|T_l,T_a,T_v] [--batch B]
