@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from affectfuse import trackers as tracking
 from affectfuse.experiments import load_experiment, run_experiment
-from affectfuse.experiments import trackers as tracking
 
 DATA = "synthetic:n_train=48,n_valid=16,n_test=16,length=4"
 EXPERIMENT = f"""
@@ -43,13 +43,15 @@ def _run(tmp_path: Path, trackers: tuple[str, ...]) -> tuple[Path, list[dict]]:
 
 
 @pytest.mark.skipif("mlflow" not in tracking.installed_trackers(), reason="MLflow is not installed (extra mlflow)")
-def test_mlflow_file_store_holds_every_epoch(tmp_path: Path) -> None:
+def test_mlflow_sqlite_store_holds_every_epoch(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     folder, history = _run(tmp_path, ("mlflow",))
     client = MlflowClient(tracking_uri=f"sqlite:///{(folder / 'mlflow.db').resolve()}")
     (run,) = client.search_runs([client.get_experiment_by_name("affectfuse").experiment_id])
-    assert run.data.params["model"] == "lmf" and run.data.params["seed"] == "3" and run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model"] == "lmf" and params["train.seed"] == "3" and params["config.rank"] == "2"
+    assert run.info.status == "FINISHED"
     logged = client.get_metric_history(run.info.run_id, "valid/mae")
     assert [m.step for m in logged] == [h["epoch"] for h in history] == [0, 1, 2]
     assert [m.value for m in logged] == pytest.approx([h["valid"]["mae"] for h in history])
@@ -84,7 +86,7 @@ def test_every_installed_tracker_gets_the_same_scalars(tmp_path: Path, monkeypat
 
     class Recorder:
         def __init__(self, folder: Path, name: str, params: dict) -> None:
-            assert name == "lmf/syn/default/seed3" and params["model"] == "lmf"
+            assert name == "lmf seed 3" and params["model"] == "lmf" and params["config.hidden.text"] == 4
 
         def log_epoch(self, step: int, scalars: dict) -> None:
             seen.append((step, dict(scalars)))
@@ -111,3 +113,23 @@ def test_missing_or_unknown_trackers_fail_before_any_run(tmp_path: Path, monkeyp
     path.write_text(EXPERIMENT.replace("[set]", 'trackers = ["neptune"]\n\n[set]'))
     with pytest.raises(ValueError, match=r"trackers must be a list of tensorboard, mlflow, wandb.*neptune"):
         load_experiment(path)
+
+
+def test_train_tracker_flag_logs_each_seed_into_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("tensorboard", reason="TensorBoard event files need the optional tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from affectfuse.cli import main
+
+    tiny = [a for kv in ("hidden.text=4", "hidden.audio=4", "hidden.vision=4", "text_out=3", "rank=2",
+                         "train.max_epochs=2", "train.device=cpu") for a in ("--set", kv)]
+    assert main(["-q", "train", "-m", "lmf", "-d", DATA, "-s", "1", "2", "--tracker", "tensorboard",
+                 "--out", str(tmp_path), *tiny]) == 0
+    for seed in (1, 2):
+        (event_file,) = list((tmp_path / "lmf" / f"seed{seed}" / "tensorboard").glob("events.out.tfevents*"))
+        events = EventAccumulator(str(event_file.parent))
+        events.Reload()
+        assert [e.step for e in events.Scalars("valid/mae")] == [0, 1]
+    assert main(["train", "-m", "lmf", "-d", DATA, "--tracker", "neptune", "--out", str(tmp_path / "x")]) == 1
+    assert "unknown tracker 'neptune'; trackers: tensorboard, mlflow, wandb" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "lmf").exists()

@@ -8,6 +8,7 @@ affectfuse data inspect PATH|SPEC [--json]
 affectfuse data write SPEC OUT.pkl          (e.g. the synthetic corpus, in the MMSA pickle layout)
 affectfuse train --model NAME [NAME ...] --data SPEC [--recipe DATASET] [--seed N ...|--seeds K] [--out DIR]
                  [--set KEY=VALUE ...] [--device cpu|cuda|auto] [--precision fp32|bf16|fp16] [--compile] [--json]
+                 [--tracker tensorboard|mlflow|wandb]
 affectfuse evaluate CHECKPOINT --data SPEC [--split test] [--json]
 affectfuse run EXPERIMENT.toml [--out DIR] [--workers N] [--ray ADDRESS|local] [--report-only]
                [--tracker tensorboard|mlflow|wandb]   (grid of models x data x settings x seeds; resumable; SQLite

@@ -44,6 +44,8 @@ class TrainArgs:
     """Train through `torch.compile(model.loss)` (same as `--set train.compile=true`)."""
     nonfinite: Literal["error", "zero"] = "error"
     """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
+    tracker: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Experiment trackers, one per --tracker (`tensorboard`, `mlflow`, `wandb`): local files in each run's folder."""
     json: bool = False
     quiet: bool = False
     """No progress bars."""
@@ -105,6 +107,7 @@ def cmd_train(args: TrainArgs) -> None:
             overrides=overrides,
             progress=progress_shown(args.quiet, args.json),
             overwrite=args.overwrite,
+            trackers=args.tracker,
         )
         if not is_main_process():
             return  # under torchrun every process trained together; rank 0 reports

@@ -261,7 +261,7 @@ def parse_experiment(raw: Mapping[str, Any], *, source: str = "<experiment>") ->
 
 
 def _trackers(names: Any, source: str) -> tuple[str, ...]:
-    from .trackers import TRACKERS
+    from ..trackers import TRACKERS
 
     if isinstance(names, str):
         names = [names]

@@ -31,10 +31,10 @@ from typing import Any
 
 from ..outputs import claim
 from ..progress import job_bar
+from ..trackers import check_trackers
 from ..workers import stopped_on_exit, watch_parent
 from .plan import Experiment, Run, plan, with_fingerprints
 from .store import ResultStore
-from .trackers import check_trackers, open_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,8 @@ def execute_run(run: Run, out_dir: str, threads: int = 1, progress: bool = False
     corpus = _corpus(run.data_spec, run.nonfinite, run.missing_rate)
     folder = run_dir(out_dir, run)
     trackers = (*run.trackers, *(("tensorboard",) if run.tensorboard else ()))
-    on_epoch, close = open_trackers(trackers, folder, run.key, run.identity())
-    try:
-        result = train_model(run.model, corpus, seed=run.seed, recipe=run.recipe, overrides=dict(run.overrides),
-                             out_dir=folder, progress=progress, on_epoch=on_epoch)
-    finally:
-        close()
+    result = train_model(run.model, corpus, seed=run.seed, recipe=run.recipe, overrides=dict(run.overrides),
+                         out_dir=folder, progress=progress, trackers=trackers)
     saved = json.loads((folder / "result.json").read_text())
     history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
     return {

@@ -7,7 +7,8 @@ record; trackers are views of it). All write local files only, no server and no 
 * ``wandb``: Weights & Biases in offline mode under ``<run>/wandb`` (``wandb sync`` uploads it later, if ever).
 
 Asking for a tracker whose package is missing is an error that says which extra to install, never a silent no-op.
-Each logs the run's settings once (`params`), then ``train/<term>`` and ``valid/<metric>`` at step = epoch.
+Each logs the run's settings once (`params`, flattened to dotted keys), then ``train/<term>`` and ``valid/<metric>``
+at step = epoch. `engine.runs.train_model(trackers=...)` opens them for a run with an output folder (`train`, `run`).
 """
 
 from __future__ import annotations
@@ -106,18 +107,33 @@ def check_trackers(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def open_trackers(names: Sequence[str], folder: Path | str, name: str,
-                  params: Mapping[str, Any] | None = None) -> tuple[OnEpoch | None, Callable[[], None]]:
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``config.hidden.text``), the form the --set flags use."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def open_trackers(names: Sequence[str], folder: Path | str, name: str, params: Mapping[str, Any] | None = None,
+                  also: OnEpoch | None = None) -> tuple[OnEpoch | None, Callable[[], None]]:
     """(on_epoch, close) for the trainer: `on_epoch(record)` sends every training loss term as ``train/<term>`` and
-    every validation metric as ``valid/<metric>`` at step = epoch to each tracker. (None, no-op) without trackers."""
-    trackers: list[Tracker] = [TRACKERS[n][0](Path(folder), name, dict(params or {})) for n in check_trackers(names)]
+    every validation metric as ``valid/<metric>`` at step = epoch to each tracker, then calls `also`.
+    (`also`, no-op) without trackers."""
+    flat = flatten(params or {})
+    trackers: list[Tracker] = [TRACKERS[n][0](Path(folder), name, flat) for n in check_trackers(names)]
     if not trackers:
-        return None, lambda: None
+        return also, lambda: None
 
     def on_epoch(record: dict[str, Any]) -> None:
         scalars = {f"{split}/{k}": float(v) for split in ("train", "valid") for k, v in record.get(split, {}).items()}
         for tracker in trackers:
             tracker.log_epoch(int(record["epoch"]), scalars)
+        if also is not None:
+            also(record)
 
     def close() -> None:
         for tracker in trackers:
