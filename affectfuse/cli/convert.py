@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -42,4 +43,5 @@ def cmd_convert(args: ConvertArgs) -> None:
     spec = load_data(args.data).spec
     model = load_converted(args.model, args.source, state_dict, config, spec)
     save_checkpoint(args.out, model)
-    print(f"converted {args.source} {args.model} ({len(state_dict)} tensors) from {args.checkpoint} to {args.out}")
+    logging.getLogger(__name__).info(
+        f"converted {args.source} {args.model} ({len(state_dict)} tensors) from {args.checkpoint} to {args.out}")
