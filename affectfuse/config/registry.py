@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -54,7 +55,9 @@ def list_models() -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     _ensure_registered()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        close = difflib.get_close_matches(name.lower().replace("-", "_"), list_models(), n=2, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}{hint}")
     return _REGISTRY[name]
 
 

@@ -28,6 +28,7 @@ from ..config import TrainConfig
 from ..data.batch import Batch
 from ..data.corpus import BatchLoader, Split
 from ..io import append_line, ensure_folder
+from ..progress import run_position
 from .checkpoint import save_checkpoint
 from .evaluate import evaluate
 from .metrics import metrics_for
@@ -194,6 +195,7 @@ def fit(
         unit="epoch",
         disable=not progress,
         leave=False,
+        position=run_position(),  # below a sweep's / run's / tune's overall bar
     )
     for epoch in epochs:
         start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import pickle
@@ -41,6 +42,8 @@ from .extractors import (
 )
 from .media import VIDEO_SUFFIXES, clip_id, find_clips, probe, require_av
 from .transcripts import Words, read_segments, read_transcripts, read_word_csd, read_word_csv, words_for
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: cache files are .npz (arrays) + JSON (names, words), never pickles
 POOL_START_METHOD = "spawn"
@@ -309,7 +312,7 @@ def extract_dataset(
             failed[cid] = "--aligned needs its words (transcript or word timings), and it has none"
             del results[cid]
     for cid, error in failed.items():
-        tqdm.write(f"affectfuse extract: clip {cid} failed and was skipped: {error}")
+        logger.warning(f"affectfuse extract: clip {cid} failed and was skipped: {error}")
     if not results:
         raise ValueError(f"{source}: no clip could be extracted ({len(failed)} failed: {failed})")
 
