@@ -42,11 +42,29 @@ def last_real_step(x: Tensor, mask: Tensor) -> Tensor:
     return x.gather(1, index)[:, 0] * (lengths > 0)[:, None].to(x.dtype)
 
 
-class Dropout(nn.Dropout):
-    """`nn.Dropout` with a CPU training path 1.6x faster (forward + backward) and the same 1-byte saved mask.
+KEEP_RESOLUTION = 1 << 15
+"""Dropout draws compare 15 random bits with round(p * 2^15): p is honoured within 2^-16 (0.1 -> 0.100006)."""
 
-    CPU `F.dropout` draws its noise with `bernoulli_`, twice as slow as `uniform_` on CPU, then scales in separate
-    passes; here the kept-mask is `uniform_() >= p` (the same Bernoulli(1 - p) law) and scaling happens in place.
+
+def keep_mask(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
+    """A bool mask, True with probability 1 - p (to within 2^-16): dropout's kept elements.
+
+    CPU random numbers come from one serial Mersenne Twister, the largest cost of dropout there: `bernoulli_` spends
+    one draw (and a conversion) per element, `uniform_` one draw. Here each 64-bit integer draw gives four 15-bit
+    uniforms (bit 63 of the draw is unused: `random_` on int64 spans [0, 2^63)), so the mask costs a quarter of the
+    draws: 2x faster than `uniform_() >= p`, 4x faster than `bernoulli_`.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
+    bits = words.view(torch.int16)[:n].view(shape).bitwise_and_(KEEP_RESOLUTION - 1)  # uniform on [0, 2^15)
+    return bits >= round(p * KEEP_RESOLUTION)
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with a CPU training path 2x faster (forward + backward) and the same 1-byte saved mask.
+
+    CPU `F.dropout` draws its noise with `bernoulli_`, one Mersenne Twister draw per element, and scales in separate
+    passes; here the mask comes from `keep_mask` (a quarter of the draws) and scaling happens in place.
     Elsewhere (CUDA, float64, compile, p = 1) it is `F.dropout` itself; a subclass, so code that finds or zeroes
     every `nn.Dropout` still does.
     """
@@ -55,17 +73,17 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0.0:
             return x
         if x.device.type == "cpu" and x.dtype == torch.float32 and self.p < 1.0 and not torch.compiler.is_compiling():
-            return _UniformDropout.apply(x, self.p)
+            return _FastDropout.apply(x, self.p)
         return F.dropout(x, self.p, True, self.inplace)
 
 
-class _UniformDropout(torch.autograd.Function):
+class _FastDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float) -> Tensor:  # noqa: ANN001
-        keep = torch.empty_like(x, memory_format=torch.contiguous_format).uniform_().ge_(p)  # 1.0 kept, 0.0 dropped
-        ctx.save_for_backward(keep.to(torch.uint8))  # 1 byte per element, as F.dropout's bool mask
+        keep = keep_mask(tuple(x.shape), p)
+        ctx.save_for_backward(keep)  # 1 byte per element, as F.dropout's
         ctx.scale = 1.0 / (1.0 - p)
-        return keep.mul_(x).mul_(ctx.scale)
+        return keep.to(x.dtype).mul_(x).mul_(ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
@@ -246,22 +264,23 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
             keep = q.new_empty(probs.shape) if kept_all else q.new_empty(out.shape[:2] + (tk,), dtype=torch.uint8)
         for rows, shape, part in _blocks(q.view(batch, heads, tq, dim), tk, bias):
             p = _probabilities(q, k, rows, shape, part, out=probs[rows] if kept_all else None)
-            if keep is not None and kept_all:
-                p = p * keep[rows].uniform_().ge_(dropout)  # 1.0 where kept, 0.0 where dropped
-            elif keep is not None:
-                kept = torch.empty_like(p).uniform_().ge_(dropout)
-                keep[rows].copy_(kept)
-                p.mul_(kept)
+            if keep is not None:
+                kept = keep[rows].copy_(keep_mask(tuple(p.shape), dropout))  # 1 where kept, 0 where dropped
+                p = p * kept if kept_all else p.mul_(kept)
             torch.bmm(p, v[rows], out=out[rows])
-        ctx.save_for_backward(q, k, v, bias, keep, probs)
+        out = out.mul_(1.0 / (1.0 - dropout)).view(batch, heads, tq, -1)
+        ctx.save_for_backward(q, k, v, bias, keep, probs, out)
         ctx.dropout, ctx.shape = dropout, (batch, heads)
-        return out.mul_(1.0 / (1.0 - dropout)).view(batch, heads, tq, -1)
+        return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
-        q, k, v, bias, keep, probs = ctx.saved_tensors
+        q, k, v, bias, keep, probs, out = ctx.saved_tensors
         (batch, heads), tq, tk, dim = ctx.shape, q.shape[1], k.shape[1], q.shape[2]
+        # The softmax backward's row sums sum_j P_ij dP_ij equal grad_i . out_i (FlashAttention's D): a pass over
+        # (B*h, Tq, d) instead of over the (B*h, Tq, Tk) scores.
+        rowsum = (grad * out).sum(-1, keepdim=True).reshape(batch * heads, tq, 1)
         grad = (grad * (1.0 / (1.0 - ctx.dropout))).reshape(batch * heads, tq, -1)
         dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
         for rows, shape, part in _blocks(q.view(batch, heads, tq, dim), tk, bias):
@@ -272,7 +291,7 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
                 dropped_p = p * mask
                 dp.mul_(mask)  # dL/dP, dropout undone
             torch.bmm(dropped_p.transpose(1, 2), grad[rows], out=dv[rows])
-            ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)  # softmax backward
+            ds = dp.sub_(rowsum[rows]).mul_(p)  # softmax backward
             torch.bmm(ds, k[rows], out=dq[rows])
             torch.bmm(ds.transpose(1, 2), q[rows], out=dk[rows])
         dq.mul_(dim**-0.5)  # q was scaled before the scores
