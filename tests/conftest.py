@@ -25,6 +25,7 @@ TINY: dict[str, dict] = {
     "dmd": {"dim": 8, "heads": 2, "layers": 1, "kernel": Modalities(text=3, audio=3, vision=3), "homo_gd_size": 4},
     "tfr_net": {"dim": 4, "heads": 2, "layers": 1, "fusion_hidden": Modalities(text=3, audio=4, vision=5),
                 "fusion_gru_layers": 1, "cls_hidden": 6},
+    "mmim": {"audio_hidden": 4, "vision_hidden": 4, "audio_out": 8, "vision_out": 8, "fusion_hidden": 6},
 }
 
 DIMS = {"text": 7, "audio": 5, "vision": 6}
