@@ -3,6 +3,8 @@ and steps only the stage's parameters, with an optimiser of its own."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -94,3 +96,29 @@ def test_stages_must_partition_the_parameters():
 def test_models_train_in_one_stage_by_default():
     model = create_model("tfr_net", SPECS["sentiment"], dim=4, heads=2, layers=1)
     assert model.stages() is None  # fit then takes the single-optimiser path tests/test_train.py covers
+
+
+def test_fit_runs_mmim_in_its_two_stages_and_refuses_compile():
+    from affectfuse.data.synthetic import make_synthetic
+    from affectfuse.engine.train import fit
+
+    corpus = make_synthetic(n_train=48, n_valid=24, n_test=8, length=5, seed=5)
+    torch.manual_seed(0)
+    model = create_model("mmim", corpus.spec, audio_hidden=4, vision_hidden=4, audio_out=8, vision_out=8,
+                         fusion_hidden=6, mmilb_fraction=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = {"mmilb": 0, "main": 0}
+    mmilb_loss, main_loss = model.mmilb_loss, model.loss
+    model.mmilb_loss = lambda b: calls.__setitem__("mmilb", calls["mmilb"] + 1) or mmilb_loss(b)
+    model.loss = lambda b: calls.__setitem__("main", calls["main"] + 1) or main_loss(b)
+    train = TrainConfig(lr=1e-2, batch_size=16, max_epochs=2, patience=5, device="cpu")
+    result = fit(model, corpus.split("train"), corpus.split("valid"), train, progress=False)
+    assert calls == {"mmilb": 2 * 2, "main": 2 * 3}  # per epoch: half of the 3 batches, then all of them
+    assert set(result.history[0]["train"]) >= {"total", "task", "nce", "entropy", "mmilb/total", "mmilb/lld"}
+    after = model.state_dict()
+    assert not torch.equal(after["aux.mmilb.tv.mu.0.weight"], before["aux.mmilb.tv.mu.0.weight"])
+    assert not torch.equal(after["linear_1.weight"], before["linear_1.weight"])
+    assert torch.equal(after["aux.mmilb.tv.entropy_weight"], before["aux.mmilb.tv.entropy_weight"])
+    with pytest.raises(ValueError, match="trains in stages \\(mmilb, main\\).*train.compile"):
+        fit(model, corpus.split("train"), corpus.split("valid"), dataclasses.replace(train, compile=True),
+            progress=False)

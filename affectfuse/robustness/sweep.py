@@ -177,6 +177,7 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
         "dim": 16, "heads": 2, "layers": 1, "fusion_hidden": Modalities(text=16, audio=8, vision=8),
         "fusion_gru_layers": 1, "cls_hidden": 32,
     },
+    "mmim": {"audio_hidden": 16, "vision_hidden": 16, "fusion_hidden": 32},
 }
 """`--quick` model overrides (applied on top of the recipe, before any --set)."""
 
