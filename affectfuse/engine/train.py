@@ -2,9 +2,9 @@
 
 It knows nothing about any model beyond the contract in `models/base.py`: it calls `model.loss(batch)`, back-propagates
 `total`, logs `terms`, builds the optimiser from `model.param_groups(train)` (one per stage for a model that declares
-optimisation stages, `FusionModel.stages`: each stage a pass of its own loss stepping its own parameters), scores the validation split with
-`model(batch).prediction`, early-stops on a metric whose direction the metric declares, and keeps the best weights.
-The test split is never seen here: model selection uses validation only.
+optimisation stages, `FusionModel.stages`: each stage a pass of its own loss stepping its own parameters), scores
+the validation split with `model(batch).prediction`, early-stops on a metric whose direction the metric declares, and
+keeps the best weights. The test split is never seen here: model selection uses validation only.
 """
 
 from __future__ import annotations
@@ -161,13 +161,7 @@ def fit(
         # on CPU each process normalises by its own share's statistics)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    stages = model.stages()
-    if stages and (world_size > 1 or train.compile):
-        raise ValueError(f"{model.model_name} trains in stages ({', '.join(s.name for s in stages)}), which "
-                         "data-parallel training and train.compile do not support; run it in one process, uncompiled")
-    # One optimiser per stage; the scheduler follows the last (main) stage's, as MMIM's official trainer does.
-    stage_optimizers = build_stage_optimizers(model, train, stages) if stages else []
-    optimizer = stage_optimizers[-1] if stages else build_optimizer(model, train)
+    stages, stage_optimizers, optimizer = build_optimizers(model, train, world_size)
     # `loss` may run the network several times (EMT-DLFR's two views, DMD's branches), so it is what gets compiled
     loss_fn = torch.compile(model.loss) if train.compile else model.loss
     ddp = None
@@ -204,12 +198,11 @@ def fit(
     )
     for epoch in epochs:
         start = time.perf_counter()
-        if stages:
-            train_terms = train_stages(model, train_loader, stages, stage_optimizers, train, device, scaler=scaler)
-        else:
-            train_terms = train_epoch(
-                model, train_loader, optimizer, train, device, ddp=ddp, loss_fn=loss_fn, scaler=scaler
-            )
+        train_terms = (
+            train_stages(model, train_loader, stages, stage_optimizers, train, device, scaler=scaler)
+            if stages
+            else train_epoch(model, train_loader, optimizer, train, device, ddp=ddp, loss_fn=loss_fn, scaler=scaler)
+        )
         if not math.isfinite(train_terms["total"]):
             raise FloatingPointError(
                 f"{model.model_name}: training loss became {train_terms['total']} in epoch {epoch}; "
@@ -307,6 +300,21 @@ def build_optimizer(model: Any, train: TrainConfig) -> torch.optim.Optimizer:
     optimizer = optimizer_class(model.param_groups(train), lr=train.lr, weight_decay=train.weight_decay)
     check_param_groups(model, optimizer)
     return optimizer
+
+
+def build_optimizers(
+    model: Any, train: TrainConfig, world_size: int = 1
+) -> tuple[list[Any] | None, list[torch.optim.Optimizer], torch.optim.Optimizer]:
+    """(the model's stages or None, one optimiser per stage, the optimiser the scheduler follows): for a staged
+    model the last (main) stage's, as MMIM's official trainer schedules its main optimiser; else the one optimiser."""
+    stages = model.stages()
+    if not stages:
+        return None, [], build_optimizer(model, train)
+    if world_size > 1 or train.compile:
+        raise ValueError(f"{model.model_name} trains in stages ({', '.join(s.name for s in stages)}), which "
+                         "data-parallel training and train.compile do not support; run it in one process, uncompiled")
+    optimizers = build_stage_optimizers(model, train, stages)
+    return stages, optimizers, optimizers[-1]
 
 
 def build_stage_optimizers(model: Any, train: TrainConfig, stages: list[Any]) -> list[torch.optim.Optimizer]:

@@ -18,7 +18,8 @@ Two-stage optimisation, every epoch (`stages`): first the MMILB estimators alone
 does not step (lld reaches the encoders; L reaches the estimators): the generic trainer steps only the stage's own
 (`models.base.Stage`). `loss` is the main stage's objective.
 
-Symbols: t/a/v = text/audio/vision; B the batch; α = `alpha`, β = `beta`. Spec: shared/spec/methods.md. Official code:
+Symbols: t/a/v = text/audio/vision; B the batch; α = `alpha`, β = `beta`. Spec: MMIM appears only in EMT-DLFR's
+tables (shared/spec/methods.md §4.6). Official code:
 declare-lab/Multimodal-Infomax (`src/model.py`, `src/modules/encoders.py`, `src/solver.py`); MMSA's port
 (`singleTask/MMIM`) matches it. Re-implemented, nothing copied.
 

@@ -403,7 +403,8 @@ class TFRNet(FusionModel):
             dropped, _ = self.padded((batch.masks[m] & ~kept[m]).unsqueeze(-1).to(task.dtype), batch.masks[m], m)
             reconstruction[m] = reconstruction_loss(self.reconstruct(state, m), complete[m], dropped[..., 0] > 0)
         weighted = sum(self.config.reconstruction_weight[m] * v for m, v in reconstruction.items())
-        terms = {"task": task, "reconstruction": weighted} | {f"reconstruction_{m}": v for m, v in reconstruction.items()}
+        terms = {"task": task, "reconstruction": weighted}
+        terms |= {f"reconstruction_{m}": v for m, v in reconstruction.items()}
         return Losses(
             total=task + weighted, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction.detach()
         )
