@@ -13,7 +13,8 @@ from torch import Tensor
 
 from ..config import InputSpec
 from ..models.mmim import MMIM, MMIMConfig
-from . import ConversionError, StateDict, refuse_unknown, register_converter, take
+from . import StateDict, refuse_unknown, register_converter, take
+from .fit import check_fit
 
 BERT, POOLER = "text_enc.bertmodel.", "pooler."
 ENCODER = {"audio": "acoustic_enc", "vision": "visual_enc"}
@@ -55,16 +56,8 @@ def convert_official(official: StateDict, config: MMIMConfig) -> dict[str, Tenso
     for i in (1, 2, 3):
         move(f"fusion_prj.linear_{i}", f"linear_{i}")
     refuse_unknown(state, used, SOURCE, " (a v-a pair needs add_va=True, more LSTM layers rnn_layers)")
-    missing = sorted(set(expected) - set(ours))
-    if missing:
-        raise ConversionError(f"{SOURCE} weights do not fit our config (bidirectional={config.bidirectional}, "
-                              f"cpc_layers={config.cpc_layers}, add_va={config.add_va}): missing {missing[:4]}")
-    wrong = [f"{k} {tuple(v.shape)} (ours {tuple(expected[k].shape)})" for k, v in ours.items()
-             if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    unexpected = sorted(set(ours) - set(expected))
-    if wrong or unexpected:
-        raise ConversionError(f"{SOURCE} weights have other shapes or names than our config: "
-                              f"{', '.join(wrong[:3] + unexpected[:3])}")
+    check_fit(ours, expected, SOURCE, f"bidirectional={config.bidirectional}, cpc_layers={config.cpc_layers}, "
+              f"add_va={config.add_va}")
     ours |= {f"text_encoder.bert.{k.removeprefix(BERT)}": v for k, v in state.items()
              if k.startswith(BERT) and not k.removeprefix(BERT).startswith(POOLER)}
     return ours

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..config import InputSpec
 from ..models.tfr_net import TFRNet, TFRNetConfig
 from . import ConversionError, StateDict, refuse_unknown, register_converter, take
+from .fit import check_fit
 from .mult import BUFFERS, transformer
 
 LETTER = {"text": "l", "audio": "a", "vision": "v"}
@@ -72,18 +73,7 @@ def convert_official(official: StateDict, config: TFRNetConfig) -> dict[str, Ten
             ours[f"classifier.{index}.{p}"] = take(state, f"{FUSION}classifier.{official_name}.{p}", SOURCE, used)
     refuse_unknown(state, used, SOURCE)
 
-    expected = probe.state_dict()
-    missing = sorted(set(expected) - set(ours))
-    unexpected = sorted(set(ours) - set(expected))
-    if missing or unexpected:
-        raise ConversionError(
-            f"{SOURCE} weights do not fit our config (layers={config.layers}, fusion_gru_layers="
-            f"{config.fusion_gru_layers}): missing {missing[:4]}, unexpected {unexpected[:4]}"
-        )
-    wrong = [f"{k} {tuple(v.shape)} (ours {tuple(expected[k].shape)})" for k, v in ours.items()
-             if tuple(v.shape) != tuple(expected[k].shape)]
-    if wrong:
-        raise ConversionError(f"{SOURCE} weights have other shapes than our config: {', '.join(wrong[:3])}")
+    check_fit(ours, probe.state_dict(), SOURCE, f"layers={config.layers}, fusion_gru_layers={config.fusion_gru_layers}")
     ours |= {f"text_encoder.bert.{k.removeprefix(BERT)}": v for k, v in state.items()
              if k.startswith(BERT) and not k.removeprefix(BERT).startswith(POOLER)}
     return ours

@@ -21,7 +21,7 @@ from affectfuse.convert import ConversionError, get_converter, load_converted
 from affectfuse.data.batch import Batch
 from affectfuse.models.mmim import MMIMConfig
 
-from .official import FIXTURES
+from .official import FIXTURES, tiny_bert
 from .test_emt_dlfr import unpack
 
 HERE = FIXTURES / "mmim"
@@ -66,10 +66,7 @@ def batch_of(arrays: dict[str, np.ndarray], i: int) -> Batch:
 
 @pytest.fixture(scope="module")
 def bert_path(tmp_path_factory) -> str:
-    transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(transformers.BertConfig(**load("official")[0]["bert_config"])).save_pretrained(path)
-    return str(path)
+    return tiny_bert(tmp_path_factory, load("official")[0]["bert_config"])
 
 
 def expected_grads(meta, arrays, key: str, config) -> dict[str, torch.Tensor]:

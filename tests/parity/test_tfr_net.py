@@ -22,7 +22,7 @@ from affectfuse.data.batch import Batch
 from affectfuse.models.tfr_net import TFRNetConfig
 from affectfuse.robustness.missing import apply_kept
 
-from .official import FIXTURES
+from .official import FIXTURES, tiny_bert
 from .test_emt_dlfr import unpack
 
 HERE = FIXTURES / "tfr_net"
@@ -78,11 +78,7 @@ def official_state(meta: dict, arrays: dict[str, np.ndarray]) -> dict[str, torch
 
 @pytest.fixture(scope="module")
 def bert_path(tmp_path_factory) -> str:
-    """A BERT folder of the fixture's configuration (its random weights are replaced by the official ones)."""
-    transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(transformers.BertConfig(**load()[0]["bert_config"])).save_pretrained(path)
-    return str(path)
+    return tiny_bert(tmp_path_factory, load()[0]["bert_config"])
 
 
 def converted(bert_path: str, *, train: bool, **extra):
