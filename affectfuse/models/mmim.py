@@ -35,6 +35,9 @@ Deviations from the official code:
   bidirectional readout takes the first layer's two directions, the same when `rnn_layers` = 1 (every config).
 - The encoders' dropout is 0 unless `rnn_layers` > 1, as the official code passes it (and every config has 1 layer).
 - `contrast` is always on (every official configuration; off, the official code still subtracts β H).
+- Model selection: the official solver saves (and finally reports) an epoch only when its validation loss improves
+  *and* its test MAE beats the best so far, i.e. it selects on the test split; the generic trainer selects on
+  validation only.
 - The entropy projection (official `entropy_prj`) holds buffers, not parameters: the official code never trains it
   (see `MMILB`), so the same fixed random projection is kept without an optimiser entry.
 """
