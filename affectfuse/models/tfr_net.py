@@ -256,7 +256,6 @@ class TFRNet(FusionModel):
         d, M = config.dim, len(spec.modalities)
         self.text_encoder = TextEncoder(spec, bert_path=config.bert_path) if "text" in spec.dims else None
         raw = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.modalities}
-        self.raw = raw
         self.text_drop = nn.Dropout(config.text_dropout)
         # As the official code: a modality already d wide is not convolved.
         self.conv = nn.ModuleDict(
