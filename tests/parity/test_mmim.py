@@ -87,6 +87,15 @@ def assert_grads(model, expected, tol) -> None:
     assert checked > 20
 
 
+def test_default_config_is_the_official_one_but_sizes():
+    meta, _ = load("official")
+    c = MMIMConfig()
+    assert (c.alpha, c.beta, c.memory_size) == (meta["alpha"], meta["beta"], meta["mem_size"])
+    assert (c.audio_dropout, c.vision_dropout, c.fusion_dropout) == tuple(meta["dropouts"].values())
+    assert [c.mmilb_activation, c.cpc_activation] == meta["activations"]
+    assert not c.bidirectional and not c.add_va and c.rnn_layers == 1 and c.cpc_layers == 1
+
+
 @pytest.mark.parametrize(("variant", "mode"), CASES)
 def test_both_stages_match_the_official_code(variant, mode, bert_path):
     meta, arrays = load(variant)
