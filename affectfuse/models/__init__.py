@@ -4,4 +4,4 @@ Importing a method's module registers it (affectfuse.config.registry); this list
 enumerated.
 """
 
-from . import dmd, emt_dlfr, lmf, mult, sft, tfn  # noqa: F401
+from . import dmd, emt_dlfr, lmf, mmim, mult, sft, tfn, tfr_net  # noqa: F401

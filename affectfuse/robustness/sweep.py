@@ -171,6 +171,11 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
         "audio_out": 16, "vision_out": 16, "post_fusion_dim": 64, "global_bottleneck": 16,
         "bottleneck": Modalities(text=16, audio=8, vision=8),
     },
+    "tfr_net": {
+        "dim": 16, "heads": 2, "layers": 1, "fusion_hidden": Modalities(text=16, audio=8, vision=8),
+        "fusion_gru_layers": 1, "cls_hidden": 32,
+    },
+    "mmim": {"audio_hidden": 16, "vision_hidden": 16, "fusion_hidden": 32},
 }
 """`--quick` model overrides (applied on top of the recipe, before any --set)."""
 
