@@ -214,7 +214,7 @@ def test_chunked_dropout_attention_drops_at_the_requested_rate_and_is_unbiased()
 
 def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_cpu(monkeypatch):
     layer = MultiHeadAttention(8, 2, dropout=0.5)
-    x = torch.randn(2, 6, 8)
+    x = torch.randn(2, 130, 8)  # 2 x 2 heads x 130 x 130 scores >= BLOCKED_MIN_SCORES
     assert use_chunked_dropout_attention(torch.zeros(1))
     calls = []
     real = chunked_dropout_attention
@@ -232,6 +232,8 @@ def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_c
         y = layer(x)
         y.sum().backward()
     assert calls == [1, 1] and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    layer(torch.randn(1, 6, 8))  # 72 scores: SDPA's one C++ call is faster than the kernel's Python
+    assert calls == [1, 1]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
     assert not use_chunked_dropout_attention(torch.zeros(1, dtype=torch.float64))
 
