@@ -1,7 +1,8 @@
 """affectfuse against the official implementations, side by side in one process, same weights and inputs.
 
     python benchmarks/vs_official.py --lmf PATH/Low-rank-Multimodal-Fusion --tfn PATH/TensorFusionNetworks \\
-        --mult PATH/Multimodal-Transformer --sft PATH/sft --out benchmarks/results/vs_official_cpu.json
+        --mult PATH/Multimodal-Transformer --sft PATH/sft --dmd PATH/DMD --epoch \\
+        --out benchmarks/results/vs_official_cpu.json
 
 Any checkout not given is skipped with a message. For each method and shape, the official model is built from its
 checkout (the run-time shims of tests/fixtures/parity/make_*.py: fairseq's sparse attention as its dense path for
@@ -72,10 +73,9 @@ def _timed(run: Callable[[], None]) -> float:
 
 def compare(name: str, official: nn.Module, ours: nn.Module, official_forward: Callable[[], torch.Tensor],
             ours_batch: Batch, official_loss: Callable[[torch.Tensor], torch.Tensor], repeats: int) -> dict:
-    """Interleaved timings of a training step and of an eval forward, both sides."""
+    """Interleaved timings of a training step and of an eval forward, both sides; the official step as its
+    scripts take it (Adam over all parameters, the task loss)."""
     opt_official = torch.optim.Adam(official.parameters(), lr=1e-4)
-    train = TrainConfig(lr=1e-4)
-    opt_ours = build_optimizer(ours, train)
 
     def step_official() -> None:
         official.train()
@@ -83,16 +83,28 @@ def compare(name: str, official: nn.Module, ours: nn.Module, official_forward: C
         official_loss(official_forward()).backward()
         opt_official.step()
 
+    def forward_official() -> None:
+        official.eval()
+        with torch.no_grad():
+            official_forward()
+
+    # BatchNorm cannot train on one sample (the official code neither)
+    train_too = len(ours_batch.ids) > 1 or not any(isinstance(m, nn.BatchNorm1d) for m in official.modules())
+    return compare_steps(name, step_official if train_too else None, forward_official, ours, ours_batch,
+                         TrainConfig(lr=1e-4), repeats)
+
+
+def compare_steps(name: str, step_official: Callable[[], None] | None, forward_official: Callable[[], None],
+                  ours: nn.Module, ours_batch: Batch, train: TrainConfig, repeats: int) -> dict:
+    """Interleaved timings (median of `repeats` after a warm-up): the official training step and eval forward given,
+    ours through the trainer's optimiser and step."""
+    opt_ours = build_optimizer(ours, train)
+
     def step_ours() -> None:
         ours.train()
         opt_ours.zero_grad(set_to_none=True)
         ours.loss(ours_batch).total.backward()
         optimizer_step(ours, opt_ours, train)
-
-    def forward_official() -> None:
-        official.eval()
-        with torch.no_grad():
-            official_forward()
 
     def forward_ours() -> None:
         ours.eval()
@@ -101,9 +113,9 @@ def compare(name: str, official: nn.Module, ours: nn.Module, official_forward: C
 
     row: dict = {"case": name}
     modes = [("train_step", step_official, step_ours), ("forward", forward_official, forward_ours)]
-    if len(ours_batch.ids) == 1 and any(isinstance(m, nn.BatchNorm1d) for m in official.modules()):
-        modes = modes[1:]  # BatchNorm cannot train on one sample (the official code neither)
     for what, a, b in modes:
+        if a is None:
+            continue
         a(), b()  # warm-up
         times_a, times_b = [], []
         for _ in range(repeats):
@@ -191,6 +203,44 @@ def sft(checkout: Path, b: int, repeats: int) -> dict:
     return compare(f"sft (MOSEI 50/500/500, batch {b})", official, ours,
                    lambda: official(x["vision"], x["audio"], x["text"]), batch,
                    lambda out: nn.functional.cross_entropy(out, batch.label[:, 0]), repeats)
+
+
+def dmd(checkout: Path, b: int, repeats: int) -> dict:
+    """DMD at the official MOSI configuration (d 50, 10 heads, 4 levels, kernels 5, attention mask on, aligned 50,
+    feature text of 768 dims as BERT's output). The official training step is `trains/singleTask/DMD.py`'s `do_train`
+    on a one-batch loader, stopped right after its backward (tests/fixtures/parity/make_dmd.py): it includes the
+    trainer's set-up and every loss term of both distillation units, not its clipping or optimiser step, which ours
+    includes."""
+    import make_dmd
+
+    official_ns = make_dmd.load_official(checkout)
+    make_dmd.D, make_dmd.HEADS, make_dmd.LEVELS = 50, 10, 4
+    make_dmd.DIMS = {"l": 768, "a": 5, "v": 20}
+    lengths, kernels = {"l": 50, "a": 50, "v": 50}, {"l": 5, "a": 5, "v": 5}
+    models, args = make_dmd.build(official_ns, lengths, kernels, True, make_dmd.MOSI_DROPOUTS)
+    names = {"l": "text", "a": "audio", "v": "vision"}
+    spec = InputSpec(dims={names[m]: d for m, d in make_dmd.DIMS.items()}, lengths={names[m]: 50 for m in "lav"},
+                     aligned=True)
+    config = create_model("dmd", spec, dim=50, heads=10, layers=4, kernel=Modalities(text=5, audio=5, vision=5),
+                          causal=True).config
+    state = {f"{prefix}{k}": v for prefix, module in zip(("", "homo_gd.", "hetero_gd."), models, strict=True)
+             for k, v in module.state_dict().items()}
+    ours = load_converted("dmd", "official", state, config, spec)
+    batch = _batch({"text": 50, "audio": 50, "vision": 50}, dict(spec.dims), b)
+    inputs = {m: batch.features[names[m]] for m in "lav"}
+    official = models[0]
+
+    def official_step() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            make_dmd.one_step(official_ns, models, args, inputs, batch.label, train=True)
+
+    def official_forward() -> None:
+        official.eval()
+        with torch.no_grad():
+            official(inputs["l"], inputs["a"], inputs["v"])
+
+    return compare_steps(f"dmd aligned 50 (MOSI config, batch {b})", official_step, official_forward, ours, batch,
+                         TrainConfig(lr=1e-4, weight_decay=0.005, grad_clip=0.6), repeats)
 
 
 MOSI_TRAIN = 1284  # training clips in CMU-MOSI's standard split
@@ -300,7 +350,7 @@ def mult_epoch(checkout: Path, folder: Path, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("lmf", "tfn", "mult", "sft"):
+    for name in ("lmf", "tfn", "mult", "sft", "dmd"):
         parser.add_argument(f"--{name}", type=Path, help=f"the official {name.upper()} checkout")
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 1])
     parser.add_argument("--repeats", type=int, default=5)
@@ -322,13 +372,15 @@ def main() -> None:
                 rows.append(mult(args.mult.resolve(), lengths, b, args.repeats, label))
         if args.sft and b > 1:  # the official SFT squeezes the batch away at batch 1
             rows.append(sft(args.sft.resolve(), b, args.repeats))
+        if args.dmd and b > 1:  # the official margin loss needs two samples
+            rows.append(dmd(args.dmd.resolve(), b, args.repeats))
     if args.epoch or args.only_epoch:
         with tempfile.TemporaryDirectory() as folder:
             if args.lmf:
                 rows.append(lmf_epoch(args.lmf.resolve(), Path(folder), args.repeats))
             if args.mult:
                 rows.append(mult_epoch(args.mult.resolve(), Path(folder), args.repeats))
-    skipped = [n for n in ("lmf", "tfn", "mult", "sft") if not getattr(args, n)]
+    skipped = [n for n in ("lmf", "tfn", "mult", "sft", "dmd") if not getattr(args, n)]
     for name in skipped:
         print(f"skipped {name}: no --{name} checkout given")
     write_json(args.out, {"machine": machine_description(), "threads": args.threads, "torch": torch.__version__,

@@ -111,7 +111,7 @@ from ..config import MODALITIES, InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import TransformerEncoder, front_align, last_real_step
+from .layers import TransformerEncoder, front_align, read_last_real_step
 from .text_encoder import TextEncoder
 
 MIN_MEMORY_LAYERS = 3
@@ -586,7 +586,7 @@ class DMD(FusionModel):
         s = {m: self.specific[m](x_tilde[m]) for m in self.modalities}
         c = {m: self.common(x_tilde[m]) for m in self.modalities}
         c_fusion = torch.cat(
-            [last_real_step(self.common_attention[m](c[m], masks[m]), masks[m]) for m in self.modalities], dim=-1
+            [read_last_real_step(self.common_attention[m], c[m], masks[m]) for m in self.modalities], dim=-1
         )
         h = {}
         for t in self.modalities:
@@ -597,7 +597,7 @@ class DMD(FusionModel):
                 ],
                 dim=-1,
             )  # (B, T'_t, (M-1) d)
-            h[t] = last_real_step(self.memory[t](z, masks[t]), masks[t])
+            h[t] = read_last_real_step(self.memory[t], z, masks[t])  # its last layer computes only that step
         return DMDState(x_tilde=x_tilde, s=s, c=c, masks=masks, c_fusion=c_fusion, h=h)
 
     def predict(self, state: DMDState) -> Tensor:

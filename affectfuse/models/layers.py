@@ -97,6 +97,14 @@ class _FastDropout(torch.autograd.Function):
         return keep.to(grad.dtype).mul_(grad).mul_(ctx.scale), None
 
 
+def read_last_real_step(encoder: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
+    """`last_real_step(encoder(x, mask), mask)` for a self-attention `TransformerEncoder`, computing only that step
+    in its last layer (MulT's and DMD's readouts): (B, T, D), (B, T) -> (B, D); zeros for a sample with no real step."""
+    lengths = mask.sum(1)
+    h = encoder(x, mask, read_at=(lengths - 1).clamp_min(0))
+    return h * (lengths > 0)[:, None].to(h.dtype)
+
+
 class SubNet(nn.Module):
     """The utterance-level audio/vision sub-network of TFN and LMF: BatchNorm -> Dropout -> 3 x (Linear -> ReLU)."""
 
