@@ -18,6 +18,8 @@ affectfuse extract CLIP|FOLDER --out DATASET.pkl [--labels CSV] [--transcripts C
                    [--aligned] [--workers N] [--json]
 affectfuse predict CLIP --checkpoint CKPT [--transcript TEXT] [--json]
 affectfuse convert OFFICIAL.pt --model NAME --data SPEC --out CKPT [--source official|mmsa] [--set KEY=VALUE ...]
+affectfuse table emt-incomplete|emt-fusion|dmd-ablation [--data SPEC] [--seeds 3] [--rates 0,0.5,1] [--quick]
+                 [--set KEY=VALUE ...] [--shape mosi] [--out docs/tables/NAME.md]   (the papers' tables as Markdown)
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("extract", "PredictArgs", "cmd_predict"),
     "sweep": ("sweep", "SweepArgs", "cmd_sweep"),
     "convert": ("convert", "ConvertArgs", "cmd_convert"),
+    "table": ("table", "TableArgs", "cmd_table"),
 }
 DATA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("data", "InspectArgs", "cmd_inspect"),

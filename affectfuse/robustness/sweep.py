@@ -178,9 +178,11 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
 
 
 def quick_overrides(model: str, max_epochs: int, patience: int) -> dict[str, Any]:
-    """The `--quick` overrides for one model, given its recipe's epoch cap and patience."""
+    """The `--quick` overrides for one model (a variant, `method:variant`, gets its method's), given its recipe's
+    epoch cap and patience."""
     cap = min(max_epochs, QUICK_EPOCHS)
-    return {**QUICK_MODEL.get(model, {}), "train.max_epochs": cap, "train.patience": min(patience, max(2, cap // 3))}
+    quick = QUICK_MODEL.get(model.partition(":")[0], {})
+    return {**quick, "train.max_epochs": cap, "train.patience": min(patience, max(2, cap // 3))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
