@@ -166,6 +166,8 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
     "tfn": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16, "post_fusion_dim": 32},
     "lmf": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16},
     "mult": {"dim": 16, "heads": 2, "layers": 1},
+    "ef_lstm": {"hidden": 32, "layers": 1},
+    "lf_lstm": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16, "post_fusion_dim": 32},
     "sft": {"dim": 16, "heads": 2, "n_layers_post_fusion": 2},
     "dmd": {"dim": 16, "heads": 2, "layers": 1, "homo_gd_size": 16, "hetero_gd_size": 16},
     "emt_dlfr": {
