@@ -26,11 +26,12 @@ class TableArgs:
     rates: str = "0,0.5,1"
     """emt-incomplete: missing rates, a list or START:STOP:STEP (the papers: 0:1:0.1)."""
     model: tuple[str, ...] = ()
-    """emt-incomplete: the models (default: every method in the registry)."""
+    """emt-incomplete: the models (default: every method in the registry); emt-fusion: the rows (default: the
+    paper's rows that are registered: mult, tfr_net, emt_dlfr:ooll, emt_dlfr:oall, emt_dlfr)."""
     quick: bool = True
     """Narrow one-layer models and at most 12 epochs (the sweep's --quick); --no-quick: the full recipes."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Config overrides KEY=VALUE for every model (e.g. `train.max_epochs=2`)."""
+    """Config overrides KEY=VALUE for every model (e.g. `train.max_epochs=2`; emt-fusion: model fields only)."""
     shape: str = "mosi"
     """emt-fusion: the corpus shape profiled (`mosi`, `mosei`, `sims`, `iemocap` or T_l,T_a,T_v)."""
     batch: int = 2

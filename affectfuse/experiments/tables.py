@@ -72,7 +72,8 @@ class TableSettings:
     quick: bool = True
     overrides: dict[str, str] = field(default_factory=dict)
     models: Sequence[str] = ()
-    """emt-incomplete: the models (default: every method in the registry)."""
+    """emt-incomplete: the models (default: every method in the registry); emt-fusion: the rows' models (default:
+    all of the paper's rows that are registered)."""
     shape: str = "mosi"
     batch: int = 2
     repeats: int = 3
@@ -89,6 +90,10 @@ def command(name: str, settings: TableSettings, out: Path | str) -> str:
             parts.append("--no-memory")
         if settings.device != "cpu":
             parts += ["--device", settings.device]
+        if settings.models:
+            parts += ["--model", *settings.models]
+        for key, value in settings.overrides.items():
+            parts += ["--set", f"{key}={value}"]
     else:
         parts += ["--data", settings.data, "--seed", *map(str, settings.seeds)]
         if name == "emt-incomplete":
@@ -166,21 +171,22 @@ def emt_fusion(settings: TableSettings, *, out: Path | str) -> str:
     from ..efficiency.shapes import parse_shape
 
     shape = parse_shape(settings.shape)
-    rows = [(label, name) for label, name in FUSION_ROWS if _registered(name)]
+    rows = [(label, name) for label, name in FUSION_ROWS
+            if _registered(name) and (not settings.models or name in settings.models)]
     lines = [
         "| strategy | model | GMACs / sample (fwd) | params (M) | train step ms | train peak MB | fwd peak MB |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, name in rows:
         p = profile_model(name, shape, batch_size=settings.batch, device=settings.device, repeats=settings.repeats,
-                          memory=settings.memory)
+                          memory=settings.memory, overrides=dict(settings.overrides))
         mem = ["—" if x is None else f"{x:,.0f}" for x in (p.train_peak_mb, p.forward_peak_mb)]
-        lines.append(f"| {label} | `{name}` | {p.macs / settings.batch / 1e9:.3f} | {p.params_total / 1e6:.3f} | "
+        lines.append(f"| {label} | `{name}` | {p.macs / settings.batch / 1e9:.4g} | {p.params_total / 1e6:.3f} | "
                      f"{p.train_step_ms:.0f} | {mem[0]} | {mem[1]} |")
     about = (
         "EMT-DLFR's fusion-strategy table: `affectfuse profile` of each strategy on random full-length inputs of the "
         f"`{shape.name}` shape (lengths {shape.lengths}, dims {shape.dims}), each model with its recipe for that "
-        f"corpus, batch {settings.batch}, medians of {settings.repeats} timed runs, "
+        f"corpus{_overrides_note(settings)}, batch {settings.batch}, medians of {settings.repeats} timed runs, "
         f"{machine_description(settings.device)}."
         " Text enters as precomputed 768-d features, so BERT-base (109.5 M parameters in the paper's counts) is in "
         "no row; the paper's MACs/params/time/memory include it and were measured on a GPU. MACs count matrix "
@@ -188,6 +194,11 @@ def emt_fusion(settings: TableSettings, *, out: Path | str) -> str:
     )
     return _document("EMT-DLFR fusion strategies (efficiency)", command("emt-fusion", settings, out), about,
                      "\n".join(lines))
+
+
+def _overrides_note(settings: TableSettings) -> str:
+    return f" and the overrides {', '.join(f'`{k}={v}`' for k, v in settings.overrides.items())}" if (
+        settings.overrides) else ""
 
 
 def _registered(name: str) -> bool:
