@@ -205,3 +205,13 @@ def test_restoration_ablation_removes_exactly_its_terms(name, kept_terms):
     torch.testing.assert_close(a.total - b.total, removed, rtol=1e-5, atol=1e-6)
     per_part = {k for k in b.terms if k.startswith(("attraction_", "reconstruction_"))}
     assert set(b.terms) - per_part == {"task_incomplete"} | kept_terms
+
+
+def test_models_command_lists_the_variants(capsys):
+    import json
+
+    from affectfuse.cli import main
+
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows["dmd"]["variants"]["dmd:none"].startswith("Table 3") and "emt_dlfr:oall" in rows["emt_dlfr"]["variants"]
