@@ -26,6 +26,8 @@ TINY: dict[str, dict] = {
     "tfr_net": {"dim": 4, "heads": 2, "layers": 1, "fusion_hidden": Modalities(text=3, audio=4, vision=5),
                 "fusion_gru_layers": 1, "cls_hidden": 6},
     "mmim": {"audio_hidden": 4, "vision_hidden": 4, "audio_out": 8, "vision_out": 8, "fusion_hidden": 6},
+    "ef_lstm": {"hidden": 6, "layers": 2},
+    "lf_lstm": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "post_fusion_dim": 8},
 }
 
 DIMS = {"text": 7, "audio": 5, "vision": 6}

@@ -29,6 +29,8 @@ affectfuse plot RUN_DIR [--out DIR]         (training curves from log.jsonl file
 MMSA's habits work: `-m lmf -d mosi -s 1111` (-m/-d/-s = --model/--data/--seed); `-d mosi|mosei|sims|simsv2|iemocap`
 reads MMSA's processed files (MOSI/Processed/unaligned_50.pkl, ...; `mosi:aligned` for aligned_50.pkl) under
 $AFFECTFUSE_DATA.
+affectfuse table emt-incomplete|emt-fusion|dmd-ablation [--data SPEC] [--seeds 3] [--rates 0,0.5,1] [--quick]
+                 [--set KEY=VALUE ...] [--shape mosi] [--out docs/tables/NAME.md]   (the papers' tables as Markdown)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("convert", "ConvertArgs", "cmd_convert"),
     "export": ("export", "ExportArgs", "cmd_export"),
     "plot": ("plot", "PlotArgs", "cmd_plot"),
+    "table": ("table", "TableArgs", "cmd_table"),
 }
 DATA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("data", "InspectArgs", "cmd_inspect"),

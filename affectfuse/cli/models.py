@@ -11,8 +11,9 @@ import tyro
 
 @dataclass
 class ModelsArgs:
-    """List the registered models with their recipes; with a NAME, print the settings a `train` of that model on
-    --data would use (recipe + --set), as a recipe file that `affectfuse train --recipe-file` accepts."""
+    """List the registered models with their recipes and named variants (`method:variant`); with a NAME, print the
+    settings a `train` of that model on --data would use (recipe + --set), as a recipe file that `affectfuse train
+    --recipe-file` accepts."""
 
     name: tyro.conf.Positional[str | None] = None
     """A model name: print its effective settings instead of the list."""
@@ -27,13 +28,14 @@ class ModelsArgs:
 
 
 def cmd_models(args: ModelsArgs) -> None:
-    from ..config.registry import get_entry, list_models
+    from ..config.registry import get_entry, list_models, list_variants
 
     if args.name is not None:
         print(json.dumps(effective_recipe(args), indent=2, default=float))
         return
     rows = {
-        name: {"config": get_entry(name).config.__name__, "recipes": list(get_entry(name).recipes)}
+        name: {"config": get_entry(name).config.__name__, "recipes": list(get_entry(name).recipes),
+               "variants": {v: get_entry(v).about for v in list_variants(name)}}
         for name in list_models()
     }
     if args.json:
@@ -41,6 +43,8 @@ def cmd_models(args: ModelsArgs) -> None:
         return
     for name, row in rows.items():
         print(f"{name:12s} {row['config']:14s} recipes: {', '.join(row['recipes'])}")
+        for variant, about in row["variants"].items():
+            print(f"  {variant:24s} {about}")
 
 
 def effective_recipe(args: ModelsArgs) -> dict[str, Any]:

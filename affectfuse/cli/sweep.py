@@ -50,9 +50,9 @@ class SweepArgs:
     seed (`per-seed`)."""
     quick: bool = False
     """Smaller recipes for a fast sweep: max_epochs capped at 12 and patience at a third of it, and narrow one-layer
-    models (mult: dim=16 heads=2 layers=1; emt_dlfr: d_model=16 layers=1 LSTMs 16; lmf/tfn: hidden 32/16/16; sft,
-    dmd: dim=16; tfr_net: dim=16 layers=1; mmim: LSTMs 16, Z 32), all through the same overrides as --set (which
-    still applies on top)."""
+    models (mult: dim=16 heads=2 layers=1; emt_dlfr: d_model=16 layers=1 LSTMs 16; lmf/tfn/lf_lstm: hidden 32/16/16;
+    ef_lstm: hidden 32, one layer; sft, dmd: dim=16; tfr_net: dim=16 layers=1; mmim: LSTMs 16, Z 32; a variant
+    `method:name` gets its method's), all through the same overrides as --set (which still applies on top)."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """Config overrides KEY=VALUE, one per --set: model fields (`rank=8`) or `train.lr=1e-3`; every model gets them."""
     out: Path = Path("runs/sweep")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..config import MODALITIES
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -616,3 +619,83 @@ class TransformerEncoder(nn.Module):
             x = x if last >= 0 else x.gather(1, read_at[:, None, None].expand(-1, 1, x.shape[-1]))
             return self.norm(x)[:, 0]
         return self.norm(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Graph distillation (DMD's HomoGD and HeteroGD units; MulT + GD)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_edges(edges: tuple[str, ...], name: str) -> set[tuple[str, str]]:
+    parsed = set()
+    for edge in edges:
+        teacher, arrow, student = edge.partition("->")
+        if not arrow or teacher not in MODALITIES or student not in MODALITIES or teacher == student:
+            raise ValueError(
+                f"{name}: {edge!r} is not 'teacher->student' with two different modalities of {MODALITIES}"
+            )
+        parsed.add((teacher, student))
+    return parsed
+
+
+class DistillationTerms(NamedTuple):
+    logit: Tensor
+    """Σ_e mean_b w_e |logit_student - sg(logit_teacher)| (eq. 9)."""
+    representation: Tensor
+    """The unit's representation term (weighted L1 toward the detached teacher, or the min-cosine hinge)."""
+    regulariser: Tensor
+    """Σ_e (mean_b softmax_e - prior_e)²."""
+
+
+class GraphDistillation(nn.Module):
+    """A graph-distillation unit (DMD; also MulT + GD, DMD's Table 5): learned, per-sample weights on the M(M-1)
+    directed edges teacher -> student, and the distillation loss along them (§6.2 item 8 of the spec; DMD eqs. 8, 9)."""
+
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        *,
+        logit_dim: int,
+        repr_dim: int,
+        size: int,
+        prior_edges: set[tuple[str, str]],
+        temperature: float,
+        alpha: float,
+        representation: Literal["l1", "min_cosine"],
+    ) -> None:
+        super().__init__()
+        # (teacher, student) in the official loop order: for each student, every other modality as teacher.
+        self.edges = [(t, s) for s in modalities for t in modalities if t != s]
+        # No biases: one shared shift of every edge of a sample cancels in the softmax (module docstring).
+        self.W_logit = nn.Linear(logit_dim, size, bias=False)
+        self.W_repr = nn.Linear(repr_dim, size, bias=False)
+        self.W_edge = nn.Linear(4 * size, 1, bias=False)
+        self.alpha = alpha
+        self.representation = representation
+        v = torch.tensor([float(edge in prior_edges) for edge in self.edges])
+        self.register_buffer("prior", torch.softmax(v / temperature, dim=0), persistent=False)  # (E,)
+
+    def edge_weights(self, logits: dict[str, Tensor], reprs: dict[str, Tensor]) -> Tensor:
+        """softmax(α e) over the edges of each sample, (B, E); e_{i→j} = W_edge [z_j; z_i], z_m = [W_l l_m; W_r r_m]."""
+        z = {m: torch.cat([self.W_logit(logits[m]), self.W_repr(reprs[m])], dim=-1) for m in logits}
+        e = torch.cat([self.W_edge(torch.cat([z[s], z[t]], dim=-1)) for t, s in self.edges], dim=-1)  # (B, E)
+        return torch.softmax(self.alpha * e, dim=-1)
+
+    def forward(self, logits: dict[str, Tensor], reprs: dict[str, Tensor]) -> DistillationTerms:
+        soft = self.edge_weights(logits, reprs)  # (B, E)
+        w = soft + self.prior  # per-sample weight of each edge in the loss
+        logit = representation = soft.new_zeros(())
+        for e, (t, s) in enumerate(self.edges):
+            logit = logit + (w[:, e] * logit_distance(logits[s], logits[t])).mean()
+            if self.representation == "l1":
+                representation = representation + (w[:, e] * (reprs[s] - reprs[t].detach()).abs().sum(-1)).mean()
+            else:
+                cosine = F.cosine_similarity(reprs[s], reprs[t].detach(), dim=-1)
+                representation = representation + F.relu(cosine).mean() * w[:, e].mean()
+        regulariser = (soft.mean(0) - self.prior).pow(2).sum()
+        return DistillationTerms(logit, representation, regulariser)
+
+
+def logit_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """|student - sg(teacher)| averaged over the outputs, (B, K) -> (B,): the teacher receives no gradient."""
+    return (student - teacher.detach()).abs().mean(-1)

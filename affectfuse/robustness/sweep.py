@@ -164,6 +164,8 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
     "tfn": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16, "post_fusion_dim": 32},
     "lmf": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16},
     "mult": {"dim": 16, "heads": 2, "layers": 1},
+    "ef_lstm": {"hidden": 32, "layers": 1},
+    "lf_lstm": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16, "post_fusion_dim": 32},
     "sft": {"dim": 16, "heads": 2, "n_layers_post_fusion": 2},
     "dmd": {"dim": 16, "heads": 2, "layers": 1, "homo_gd_size": 16, "hetero_gd_size": 16},
     "emt_dlfr": {
@@ -181,9 +183,11 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
 
 
 def quick_overrides(model: str, max_epochs: int, patience: int) -> dict[str, Any]:
-    """The `--quick` overrides for one model, given its recipe's epoch cap and patience."""
+    """The `--quick` overrides for one model (a variant, `method:variant`, gets its method's), given its recipe's
+    epoch cap and patience."""
     cap = min(max_epochs, QUICK_EPOCHS)
-    return {**QUICK_MODEL.get(model, {}), "train.max_epochs": cap, "train.patience": min(patience, max(2, cap // 3))}
+    quick = QUICK_MODEL.get(model.partition(":")[0], {})
+    return {**quick, "train.max_epochs": cap, "train.patience": min(patience, max(2, cap // 3))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
