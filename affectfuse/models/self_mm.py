@@ -58,13 +58,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig, uses_bert_tokens
 from ..config.registry import register_model
 from ..data.batch import Batch
-from .base import FusionModel, Losses, Output, task_loss
+from .base import FusionModel, Losses, Output, task_loss, with_rest
 from .layers import TextSubNet, masked_mean
 from .text_encoder import TextEncoder, bert_param_groups
 
@@ -373,13 +372,9 @@ class SelfMM(FusionModel):
         if self.text_encoder is not None:
             groups += bert_param_groups(self.text_encoder, lr=c.encoder_lr.text,
                                         weight_decay=c.encoder_weight_decay.text)
-        for m, encoder in self.encoders.items():
-            params = [p for p in encoder.parameters() if p.requires_grad]
-            groups.append({"params": params, "lr": c.encoder_lr[m], "weight_decay": c.encoder_weight_decay[m]})
-        chosen = {id(p) for g in groups for p in g["params"]}
-        other = [p for p in self.parameters() if p.requires_grad and id(p) not in chosen]
-        groups.append({"params": other, "lr": train.lr, "weight_decay": train.weight_decay})
-        return [g for g in groups if g["params"]]
+        groups += [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": c.encoder_lr[m],
+                    "weight_decay": c.encoder_weight_decay[m]} for m, encoder in self.encoders.items()]
+        return with_rest(self, groups, train)
 
 
 # `affectfuse tune`: head widths, dropout, the label bound and the learning rate. Format: affectfuse/tune.py.

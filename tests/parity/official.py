@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
@@ -22,3 +23,12 @@ def load_fixture(name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
     """The tensors stored under `prefix/` (e.g. the official state dict, or its gradients), without the prefix."""
     return {k[len(prefix) + 1:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, bert_config: dict[str, Any]) -> str:
+    """A BERT folder of a fixture's configuration (its random weights are replaced by the official ones); skips the
+    test when `transformers` is not installed."""
+    transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
+    path = tmp_path_factory.mktemp("tiny_bert")
+    transformers.BertModel(transformers.BertConfig(**bert_config)).save_pretrained(path)
+    return str(path)

@@ -20,7 +20,7 @@ from affectfuse.convert import ConversionError, get_converter, load_converted
 from affectfuse.data.batch import Batch
 from affectfuse.models.misa import MISAConfig
 
-from .official import FIXTURES, group
+from .official import FIXTURES, group, tiny_bert
 
 CASES = ("bert", "glove", "adversarial")
 MODES = ("eval", "train")
@@ -59,11 +59,7 @@ def batch_of(arrays: dict[str, np.ndarray], meta: dict) -> tuple[Batch, InputSpe
 
 @pytest.fixture(scope="module")
 def bert_path(tmp_path_factory) -> str:
-    """A BERT folder of the fixture's configuration (its random weights are replaced by the official ones)."""
-    transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(transformers.BertConfig(**load("bert")[1]["bert_config"])).save_pretrained(path)
-    return str(path)
+    return tiny_bert(tmp_path_factory, load("bert")[1]["bert_config"])
 
 
 def test_default_config_is_the_official_one_but_sizes():

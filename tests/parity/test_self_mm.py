@@ -22,7 +22,7 @@ from affectfuse.data.batch import Batch
 from affectfuse.engine.checkpoint import load_model, save_checkpoint
 from affectfuse.models.self_mm import SelfMMConfig
 
-from .official import FIXTURES, group
+from .official import FIXTURES, group, tiny_bert
 
 TASKS = ("fusion", "text", "audio", "vision")
 
@@ -64,11 +64,7 @@ def batch_of(features: dict, masks: dict, index: np.ndarray) -> Batch:
 
 @pytest.fixture(scope="module")
 def bert_path(tmp_path_factory) -> str:
-    """A BERT folder of the fixture's configuration (its random weights are replaced by the official ones)."""
-    transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(transformers.BertConfig(**load()[1]["bert_config"])).save_pretrained(path)
-    return str(path)
+    return tiny_bert(tmp_path_factory, load()[1]["bert_config"])
 
 
 def converted(bert_path: str, *, train: bool):
