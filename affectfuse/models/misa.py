@@ -22,8 +22,8 @@ Each modality's utterance vector is split into a part shared by all modalities (
    and L_task the MSE for regression (the official criterion), cross-entropy for classification.
 
 Symbols: l/a/v = text/audio/vision; m a modality; M the number present (POM has no text: M = 2); d = `hidden_size`;
-B the batch. Spec: shared/spec/methods.md. Official code: declare-lab/MISA (MIT), also ported in thuiar/MMSA
-(`singleTask/MISA.py`); re-implemented, nothing copied.
+B the batch. Reported numbers: shared/spec/anchors.md and methods.md (results tables). Official code:
+declare-lab/MISA (MIT), also ported in thuiar/MMSA (`singleTask/MISA.py`); re-implemented, nothing copied.
 
 Deviations from the official code:
 - Lengths. Each modality is packed by its own real steps (its mask), padding anywhere: sequences are moved to the

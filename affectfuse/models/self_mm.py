@@ -19,8 +19,9 @@ feature centres (the Unimodal Label Generation Module, ULGM):
    In the first epoch y_s = y_m, so the unimodal heads get no gradient (as in the official code).
 
 Symbols: s ∈ {t, a, v}; m the multimodal task; F*_x the feature a head's first layer gives (the official
-`Feature_*`). Spec: shared/spec/methods.md. Official code: thuiar/Self-MM (MIT), ported in thuiar/MMSA
-(`multiTask/SELF_MM.py`, trainer `trains/multiTask/SELF_MM.py`); re-implemented, nothing copied.
+`Feature_*`). Reported numbers: shared/spec/anchors.md and methods.md (results tables). Official code:
+thuiar/Self-MM (MIT), ported in thuiar/MMSA (`multiTask/SELF_MM.py`, trainer `trains/multiTask/SELF_MM.py`);
+re-implemented, nothing copied.
 
 The label state lives in the model (`aux["labels"]`, a `LabelGenerator`): `loss` looks each sample up by id, computes
 the losses with its current labels and then, in training mode only, updates its labels (from its second visit on),
@@ -38,6 +39,8 @@ Deviations from the official code:
 - Audio and vision are packed by their own real steps (the official aligned mode packs them with the text length);
   padding anywhere is moved to the end first (`layers.front_align`). A missing modality runs on one zero step.
 - Precomputed text features (no BERT): F_t is the masked mean of the real steps (text width = feature width).
+- Data-parallel training: each process keeps the labels of the samples of its own shares (every sample is still
+  seen once per epoch), and its centres average those samples only.
 - Several targets (K > 1, e.g. POM traits): labels, centres and updates are per target. Classification corpora
   (Self-MM is defined for regression): cross-entropy on the fusion head and on every unimodal head against the
   human labels, no label generation.
