@@ -41,7 +41,9 @@ Deviations from the official code:
 - Precomputed text features (no BERT): F_t is the masked mean of the real steps (text width = feature width).
 - Data-parallel training: each process keeps the labels of the samples of its own shares (every sample is still
   seen once per epoch), and its centres average those samples only.
-- Several targets (K > 1, e.g. POM traits): labels, centres and updates are per target. Classification corpora
+- Several targets (K > 1, e.g. POM traits): labels, centres and updates are per target. The generation assumes
+  labels signed around 0 (MOSI/MOSEI [-3, 3], SIMS [-1, 1]); on scores such as POM's traits (0.67-7, all > 0) there
+  is no negative centre and generated labels are clamped to [-H, H]: set `label_bound` to the corpus's range there. Classification corpora
   (Self-MM is defined for regression): cross-entropy on the fusion head and on every unimodal head against the
   human labels, no label generation.
 - Model selection: the generic trainer's validation metric of `forward`, MAE on MOSI-style corpora; the MMSA runs
