@@ -17,6 +17,7 @@ import torch
 
 import affectfuse.convert.self_mm  # noqa: F401 - registers the converter
 from affectfuse.config import InputSpec, Modalities
+from affectfuse.config.registry import get_recipe
 from affectfuse.convert import ConversionError, get_converter, load_converted
 from affectfuse.data.batch import Batch
 from affectfuse.engine.checkpoint import load_model, save_checkpoint
@@ -91,18 +92,33 @@ def check_step(model, arrays: dict, prefix: str, batch: Batch, tol: float):
     assert {n for n, _ in with_grad} == set(grads) - {"aux.labels._extra_state"}
 
 
-def test_default_config_is_the_official_mosi_one_but_sizes():
-    _, meta = load()
-    o, c = meta["official_settings"], SelfMMConfig()
-    assert (c.label_bound, c.exclude_zero, c.post_fusion_dropout) == (o["H"], o["excludeZero"],
-                                                                      o["post_fusion_dropout"])
+@pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
+def test_recipes_are_the_original_repositorys_settings(dataset):
+    """Every setting of the recipe against the original thuiar/Self-MM configuration recorded in the fixture."""
+    o = load()[1]["original"]["settings"][dataset]
+    recipe = get_recipe("self_mm", dataset)
+    c, t = recipe.model, recipe.train
+    assert (c.audio_hidden, c.vision_hidden, c.audio_out, c.vision_out, c.post_fusion_dim) == (
+        o["a_lstm_hidden_size"], o["v_lstm_hidden_size"], o["audio_out"], o["video_out"], o["post_fusion_dim"])
+    assert c.post_dim == Modalities(text=o["post_text_dim"], audio=o["post_audio_dim"], vision=o["post_video_dim"])
+    assert (c.post_fusion_dropout, c.audio_dropout, c.vision_dropout) == (
+        o["post_fusion_dropout"], o["a_lstm_dropout"], o["v_lstm_dropout"])
     assert c.post_dropout == Modalities(text=o["post_text_dropout"], audio=o["post_audio_dropout"],
                                         vision=o["post_video_dropout"])
-    assert (c.audio_dropout, c.vision_dropout) == (o["a_lstm_dropout"], o["v_lstm_dropout"])
     assert c.encoder_lr == Modalities(text=o["learning_rate_bert"], audio=o["learning_rate_audio"],
                                       vision=o["learning_rate_video"])
     assert c.encoder_weight_decay == Modalities(text=o["weight_decay_bert"], audio=o["weight_decay_audio"],
                                                 vision=o["weight_decay_video"])
+    assert (t.lr, t.weight_decay, t.batch_size, t.accumulate, t.patience) == (
+        o["learning_rate_other"], o["weight_decay_other"], o["batch_size"], o["update_epochs"], o["early_stop"])
+    assert (c.label_bound, c.exclude_zero) == (o["H"], True)
+    if dataset == "mosi":
+        assert c == SelfMMConfig()  # the defaults are the MOSI recipe
+
+
+def test_the_fixture_ran_the_ports_label_settings():
+    o = load()[1]["official_settings"]  # MMSA's MOSI settings: the label generation is the same as the original's
+    assert (o["H"], o["excludeZero"]) == (SelfMMConfig().label_bound, SelfMMConfig().exclude_zero)
 
 
 def test_eval_step_matches_and_does_not_update_the_labels(bert_path):
