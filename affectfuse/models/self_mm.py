@@ -20,8 +20,8 @@ feature centres (the Unimodal Label Generation Module, ULGM):
 
 Symbols: s ∈ {t, a, v}; m the multimodal task; F*_x the feature a head's first layer gives (the official
 `Feature_*`). Reported numbers: shared/spec/anchors.md and methods.md (results tables). Official code:
-thuiar/Self-MM (MIT), ported in thuiar/MMSA (`multiTask/SELF_MM.py`, trainer `trains/multiTask/SELF_MM.py`, the same model and label-generation code, other
-MOSI/MOSEI settings); re-implemented, nothing copied.
+thuiar/Self-MM (MIT), ported in thuiar/MMSA (`multiTask/SELF_MM.py`, trainer `trains/multiTask/SELF_MM.py`: the
+same model and label-generation code, other MOSI/MOSEI settings); re-implemented, nothing copied.
 
 The label state lives in the model (`aux["labels"]`, a `LabelGenerator`): `loss` looks each sample up by id, computes
 the losses with its current labels and then, in training mode only, updates its labels (from its second visit on),
@@ -42,10 +42,10 @@ Deviations from the official code:
 - Data-parallel training: each process keeps the labels of the samples of its own shares (every sample is still
   seen once per epoch), and its centres average those samples only.
 - Several targets (K > 1, e.g. POM traits): labels, centres and updates are per target. The generation assumes
-  labels signed around 0 (MOSI/MOSEI [-3, 3], SIMS [-1, 1]); on scores such as POM's traits (0.67-7, all > 0) there
-  is no negative centre and generated labels are clamped to [-H, H]: set `label_bound` to the corpus's range there. Classification corpora
-  (Self-MM is defined for regression): cross-entropy on the fusion head and on every unimodal head against the
-  human labels, no label generation.
+  labels signed around 0 (MOSI/MOSEI [-3, 3], SIMS [-1, 1]): on scores such as POM's traits (0.67-7, all > 0) there
+  is no negative centre and generated labels are clamped to [-H, H], so they mean little there.
+- Classification corpora (Self-MM is defined for regression): cross-entropy on the fusion head and on every
+  unimodal head against the human labels, no label generation.
 - Model selection: the generic trainer's validation metric of `forward`, MAE on MOSI-style corpora; the MMSA runs
   select on `KeyEval` "Loss", the validation L1 of the fusion head, i.e. the same MAE.
 
