@@ -37,7 +37,7 @@ PAPER = {
     "emt_dlfr": ("EMT-DLFR table, with BERT", 110.5),
     "mult": ("EMT-DLFR table (MulT with BERT)", 111.0),
 }
-USES_BERT = {"emt_dlfr", "dmd", "mult"}
+USES_BERT = {"emt_dlfr", "dmd", "mult", "self_mm"}  # BERT adds to these; MISA's replaces its text sLSTM
 
 
 def random_batch(spec: InputSpec, batch_size: int, *, seed: int = 0) -> Batch:
