@@ -88,3 +88,24 @@ def test_classification_trains_every_head_on_the_human_labels_without_generation
     losses = model.loss(make_batch(SPECS["emotions"], 5))
     assert set(losses.terms) == {"fusion", "text", "audio", "vision"} and all(v > 0 for v in losses.terms.values())
     assert len(model.aux["labels"]) == 0
+
+
+def test_the_generic_trainer_visits_every_training_sample_once_per_epoch(tmp_path):
+    """No trainer hook: the label state counts epochs by visits, and the selected checkpoint carries its state."""
+    from affectfuse.config import TrainConfig
+    from affectfuse.data.datasets import load_data
+    from affectfuse.engine.checkpoint import load_model
+    from affectfuse.engine.train import fit
+
+    corpus = load_data("synthetic:n_train=24,n_valid=8,n_test=8,length=3")
+    torch.manual_seed(0)
+    model = create_model("self_mm", corpus.spec, **TINY["self_mm"])
+    result = fit(model, corpus.split("train"), corpus.split("valid"),
+                 TrainConfig(max_epochs=3, batch_size=8, patience=3, device="cpu"), out_dir=tmp_path, progress=False)
+    labels = model.aux["labels"]
+    n = len(corpus.split("train").ids)
+    assert len(labels) == n
+    assert labels.visits[:n].tolist() == [result.best_epoch + 1] * n  # the best epoch's state is restored
+    restored = load_model(result.checkpoint)
+    ids = list(corpus.split("train").ids)
+    torch.testing.assert_close(restored.generated_labels(ids), model.generated_labels(ids), rtol=0, atol=0)
