@@ -153,10 +153,10 @@ RECIPES = {
         model=SelfMMConfig(
             post_fusion_dim=32, post_dim=Modalities(text=16, audio=16, vision=16),
             encoder_lr=Modalities(text=2e-3, audio=2e-3, vision=2e-3),
-            encoder_weight_decay=Modalities(text=0.0, audio=0.0, vision=0.0), label_bound=2.0,
+            encoder_weight_decay=Modalities(text=0.0, audio=0.0, vision=0.0),
         ),
         train=TrainConfig(lr=2e-3, batch_size=64, patience=6, max_epochs=40),
-        source="affectfuse: sized for the built-in synthetic corpus (labels in [-2, 2], H = 2)",
+        source="affectfuse: sized for the built-in synthetic corpus (MOSI-style labels in [-3, 3], H = 3)",
     ),
 }
 
