@@ -173,7 +173,7 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
         "audio_out": 16, "vision_out": 16, "post_fusion_dim": 64, "global_bottleneck": 16,
         "bottleneck": Modalities(text=16, audio=8, vision=8),
     },
-    "misa": {"hidden_size": 16, "fusion_ffn": 32},
+    "misa": {"hidden_size": 32, "fusion_ffn": 64},  # d 16 collapses on the synthetic corpus (its recipe's source)
     "self_mm": {"post_fusion_dim": 32},
 }
 """`--quick` model overrides (applied on top of the recipe, before any --set)."""
