@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ def _ensure_registered() -> None:
 
 
 def list_models() -> list[str]:
+    """The names of every registered model, sorted (`affectfuse models`)."""
     _ensure_registered()
     return sorted(_REGISTRY)
 
@@ -53,11 +55,18 @@ def list_models() -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     _ensure_registered()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        close = difflib.get_close_matches(name.lower().replace("-", "_"), list_models(), n=2, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}{hint}")
     return _REGISTRY[name]
 
 
 def get_recipe(name: str, dataset: str) -> Recipe[Any]:
+    """Model `name`'s recipe for `dataset` (its model config, training config and source), e.g. ("lmf", "mosi").
+
+    Raises:
+        ValueError: the model has no recipe of that name (the message lists those it has).
+    """
     entry = get_entry(name)
     if dataset not in entry.recipes:
         raise ValueError(f"model {name!r} has no recipe for {dataset!r}; recipes exist for: {', '.join(entry.recipes)}")

@@ -4,4 +4,4 @@ Importing a method's module registers it (affectfuse.config.registry); this list
 enumerated.
 """
 
-from . import dmd, emt_dlfr, lmf, misa, mult, self_mm, sft, tfn  # noqa: F401
+from . import dmd, emt_dlfr, lmf, misa, mmim, mult, self_mm, sft, tfn, tfr_net  # noqa: F401

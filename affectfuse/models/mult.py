@@ -76,7 +76,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Output
-from .layers import TransformerEncoder, front_align, last_real_step
+from .layers import TransformerEncoder, front_align
 from .text_encoder import TextEncoder
 
 MIN_SELF_LAYERS = 3
@@ -387,9 +387,16 @@ class MulT(FusionModel):
         """Z_{S→T} = CM_{S→T}(X̂_T, X̂_S): (B, T_T, d) queries attending to (B, T_S, d) keys and values."""
         return self.crossmodal[name](target, target_mask, context=source, context_mask=source_mask)
 
+    def read_last_step(self, target: str, z: Tensor, mask: Tensor) -> Tensor:
+        """The self-attention transformer over Z_T, read at each sample's last real step: (B, (M-1) d). Only that
+        step of the last layer is computed (the same numbers as reading the full output there)."""
+        lengths = mask.sum(1)
+        h = self.self_attention[target](z, mask, read_at=(lengths - 1).clamp_min(0))
+        return h * (lengths > 0)[:, None].to(h.dtype)  # a sample without the modality reads zeros
+
     def forward(self, batch: Batch) -> Output:
         z, masks = self.crossmodal_streams(batch)
-        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.outputs], dim=-1)
+        h = torch.cat([self.read_last_step(t, z[t], masks[t]) for t in self.outputs], dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))  # residual block, (B, M (M-1) d)
         return Output(self.shape_output(self.out(h)))
 

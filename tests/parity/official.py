@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
@@ -25,10 +24,12 @@ def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]
     return {k[len(prefix) + 1:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix + "/")}
 
 
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory, bert_config: dict[str, Any]) -> str:
-    """A BERT folder of a fixture's configuration (its random weights are replaced by the official ones); skips the
-    test when `transformers` is not installed."""
+def tiny_bert(tmp_path_factory: Any, config: dict[str, Any]) -> str:
+    """A local BERT folder of the fixture's `config` (its random weights are replaced by the converted official
+    ones); skips without `transformers`."""
+    import pytest
+
     transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
     path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(transformers.BertConfig(**bert_config)).save_pretrained(path)
+    transformers.BertModel(transformers.BertConfig(**config)).save_pretrained(path)
     return str(path)
