@@ -40,7 +40,8 @@ PAPER = {
     # the official TFR-Net count includes its training-only final transformers: total + BERT-base = 124.3 M at MOSI
     "tfr_net": ("EMT-DLFR table, with BERT and the training-only final transformers", 124.3),
 }
-USES_BERT = {"emt_dlfr", "dmd", "mult", "tfr_net", "mmim"}
+# BERT adds to these models' counted parameters (MISA's BERT replaces its text sLSTM instead)
+USES_BERT = {"emt_dlfr", "dmd", "mult", "tfr_net", "mmim", "self_mm"}
 
 
 def random_batch(spec: InputSpec, batch_size: int, *, seed: int = 0) -> Batch:

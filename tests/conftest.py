@@ -28,6 +28,9 @@ TINY: dict[str, dict] = {
     "mmim": {"audio_hidden": 4, "vision_hidden": 4, "audio_out": 8, "vision_out": 8, "fusion_hidden": 6},
     "ef_lstm": {"hidden": 6, "layers": 2},
     "lf_lstm": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "post_fusion_dim": 8},
+    "misa": {"hidden_size": 8, "fusion_ffn": 16},
+    "self_mm": {"audio_hidden": 4, "vision_hidden": 5, "audio_out": 4, "vision_out": 5, "post_fusion_dim": 8,
+                "post_dim": Modalities(text=6, audio=4, vision=5)},
 }
 
 DIMS = {"text": 7, "audio": 5, "vision": 6}

@@ -96,6 +96,15 @@ class FusionModel(nn.Module):
         return flat.reshape(flat.shape[0], self.spec.num_targets, self.spec.num_classes)
 
 
+def with_rest(model: nn.Module, groups: list[dict[str, Any]], train: TrainConfig) -> list[dict[str, Any]]:
+    """`groups` (a method's own learning rates, e.g. per encoder) plus one group of every other trainable parameter at
+    the training config's lr and weight decay; empty groups are left out."""
+    chosen = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    groups = [*groups, {"params": rest, "lr": train.lr, "weight_decay": train.weight_decay}]
+    return [g for g in groups if g["params"]]
+
+
 @torch.no_grad()
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

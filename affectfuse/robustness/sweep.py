@@ -178,6 +178,8 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
         "fusion_gru_layers": 1, "cls_hidden": 32,
     },
     "mmim": {"audio_hidden": 16, "vision_hidden": 16, "fusion_hidden": 32},
+    "misa": {"hidden_size": 32, "fusion_ffn": 64},  # d 16 collapses on the synthetic corpus (its recipe's source)
+    "self_mm": {"post_fusion_dim": 32},
 }
 """`--quick` model overrides (applied on top of the recipe, before any --set)."""
 
