@@ -210,8 +210,10 @@ class CPC(nn.Module):
             self.net = nn.Sequential(*parts)
 
     def forward(self, h: Tensor, z: Tensor) -> Tensor:
-        prediction = F.normalize(self.net(z), dim=1, eps=0.0)
-        h = F.normalize(h, dim=1, eps=0.0)
+        # eps: a sample whose modality is entirely missing has h = 0; the official x / |x| gives NaN for it (and
+        # poisons the batch), here a zero vector. Any other vector is normalised exactly as the official code does.
+        prediction = F.normalize(self.net(z), dim=1, eps=1e-12)
+        h = F.normalize(h, dim=1, eps=1e-12)
         positive = (h * prediction).sum(-1)  # (B,)
         negative = torch.logsumexp(h @ prediction.T, dim=-1)  # (B,)
         return -(positive - negative).mean()

@@ -54,3 +54,15 @@ def test_the_mmilb_stage_maximises_the_likelihood_of_its_estimators_only():
     estimators = {n for n, _ in model.named_parameters() if mmilb.params(n)}
     assert estimators and all(n.startswith("aux.mmilb.") and not main.params(n) for n in estimators)
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith(("linear_", "aux.cpc")))
+
+
+def test_a_sample_without_a_modality_keeps_the_loss_and_gradients_finite():
+    """The missing-feature protocol can drop every step of a sample's text: its h_text is then 0, which the official
+    CPC normalises to NaN (x / |x|) and so poisons the whole batch."""
+    model = build().train()
+    batch = make_batch(SPECS["sentiment"], 6)
+    batch.features["text"][0] = 0.0
+    losses = model.loss(batch)
+    losses.total.backward()
+    assert torch.isfinite(losses.total) and all(torch.isfinite(v) for v in losses.terms.values())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
