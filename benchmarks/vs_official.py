@@ -348,6 +348,30 @@ def mult_epoch(checkout: Path, folder: Path, repeats: int) -> dict:
                        repeats)
 
 
+def markdown(rows: list[dict]) -> str:
+    """The rows as the table of benchmarks/RESULTS.md: ms median [min-max] per side, ratio official / ours."""
+
+    def cell(row: dict, what: str) -> list[str]:
+        if what not in row:
+            return ["—", "—", "—"]
+        r = row[what]
+        lo, hi = (f"{x * 1e3:.1f}" for x in r["official_range"])
+        a = f"{r['official_s'] * 1e3:.1f} [{lo}–{hi}]"
+        lo, hi = (f"{x * 1e3:.1f}" for x in r["ours_range"])
+        return [a, f"{r['ours_s'] * 1e3:.1f} [{lo}–{hi}]", f"**{r['ratio']:.2f}x**"]
+
+    lines = ["| case | train step: official ms [min–max] | ours ms [min–max] | ratio | forward: official ms | ours ms "
+             "| ratio |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| " + " | ".join([row["case"], *cell(row, "train_step"), *cell(row, "forward")]) + " |"
+              for row in rows if "epoch" not in row]
+    epochs = [row for row in rows if "epoch" in row]
+    if epochs:
+        lines += ["", "| case | epoch: official ms [min–max] | ours ms [min–max] | ratio |",
+                  "| --- | ---: | ---: | ---: |"]
+        lines += ["| " + " | ".join([row["case"], *cell(row, "epoch")]) + " |" for row in epochs]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("lmf", "tfn", "mult", "sft", "dmd"):
@@ -383,6 +407,7 @@ def main() -> None:
     skipped = [n for n in ("lmf", "tfn", "mult", "sft", "dmd") if not getattr(args, n)]
     for name in skipped:
         print(f"skipped {name}: no --{name} checkout given")
+    print(markdown(rows))
     write_json(args.out, {"machine": machine_description(), "threads": args.threads, "torch": torch.__version__,
                           "repeats": args.repeats, "dropout": 0.1,
                           "optimizer": "official: Adam; ours: fused Adam", "skipped": skipped, "rows": rows})
