@@ -26,8 +26,9 @@ declare-lab/Multimodal-Infomax (`src/model.py`, `src/modules/encoders.py`, `src/
 Deviations from the official code:
 - The memory behind H lives in the model (cleared at the start of every main-stage pass, as the official trainer
   creates it per epoch) and counts the batches of the pass; `loss` outside a staged epoch uses it the same way.
-- H needs both classes of a batch plus memory: a class with no more samples than the projection's width (its
-  covariance is singular; the official log det is then -inf or NaN) contributes no H term here. Classification
+- H needs both classes of a batch plus memory: a class with no more samples than the projection's width, or whose
+  covariance is singular all the same (every feature of a modality missing makes its samples identical), contributes
+  no H term here; the official log det is then -inf or NaN and the run diverges. Classification
   corpora (no sign to split on) and multi-target ones use no H / the first target's sign.
 - Corpora without text: the MI pair is (v, a) (otherwise only with `add_va`). Precomputed text features (no BERT):
   h_t is their masked mean.
@@ -326,7 +327,10 @@ class MMIM(FusionModel):
             if use_memory and memory["pos"]:
                 pooled = {c: torch.cat([*memory[c], current[c]]) for c in current}
                 if all(len(v) > projected.shape[1] for v in pooled.values()):  # else a singular covariance
-                    total = total + 0.25 * sum(gaussian_entropy(v) for v in pooled.values())
+                    entropies = [gaussian_entropy(v) for v in pooled.values()]
+                    # rank-deficient all the same (e.g. every feature of a modality missing: identical samples)
+                    if all(bool(torch.isfinite(e)) for e in entropies):
+                        total = total + 0.25 * sum(entropies)
             for c, v in current.items():
                 if len(memory[c]) < self.config.memory_size:
                     memory[c].append(v.detach())
