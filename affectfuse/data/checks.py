@@ -16,9 +16,10 @@ MAX_ABS_FEATURE = 1e6
 
 
 def labelled(split: Split) -> np.ndarray:
-    """(N,) True for samples with every label present: NaN marks an unlabelled sample (e.g. an extracted clip)."""
+    """(N,) True for samples with every label present: NaN marks an unlabelled sample (e.g. an extracted clip), and
+    class -1 one whose scores were NaN before they became classes (`data.tasks`)."""
     if not np.issubdtype(split.labels.dtype, np.floating):
-        return np.ones(len(split), dtype=bool)
+        return (split.labels >= 0).all(axis=1)
     return ~np.isnan(split.labels).any(axis=1)
 
 

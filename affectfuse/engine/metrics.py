@@ -17,6 +17,7 @@ Families (`InputSpec.metric_family`) and their default monitors:
 | sims           | `sims_metrics`           | (N, 1)     | mae             |
 | traits         | `traits_metrics`         | (N, K)     | mae             |
 | regression     | `regression_metrics`     | (N, K)     | mae             |
+| rating         | `rating_metrics`         | (N, 1)     | mae             |
 | iemocap        | `emotion_metrics`        | (N, K, C)  | f1              |
 | classification | `classification_metrics` | (N, K, C)  | f1              |
 """
@@ -361,6 +362,40 @@ def regression_metrics(pred: ArrayInput, label: ArrayInput) -> dict[str, float]:
     }
 
 
+def rating_metrics(
+    pred: ArrayInput, label: ArrayInput, *, centre: float, scale: tuple[float, float] | None = None
+) -> dict[str, float]:
+    """Metrics of one rated score (e.g. 1..5) around its declared neutral point `centre`.
+
+    - `acc2`, `f1`, `f1_macro`: labels exactly at `centre` dropped, class = (value > centre): accuracy, weighted F1
+      (truth first) and macro F1, as MOSI's non-0 Acc-2 around 0; NaN when every label is at the centre.
+    - `acc<n>` for a whole-number `scale` lo..hi of n <= 11 points: round(clip(p)) == round(clip(y)) as MOSI's Acc-7.
+    - `mae` (unclipped) and `corr` (Pearson r; NaN if either vector is constant).
+    """
+    p = _as_vector(pred, "pred").astype(np.float64)
+    y = _as_vector(label, "label").astype(np.float64)
+    _check_pair(p, y)
+    keep = y != centre
+    out: dict[str, float] = {"acc2": math.nan, "f1": math.nan, "f1_macro": math.nan}
+    if keep.any():
+        truth, guess = y[keep] > centre, p[keep] > centre
+        from sklearn.metrics import f1_score
+
+        out.update(acc2=_accuracy(truth, guess), f1=weighted_f1(truth, guess),
+                   f1_macro=float(f1_score(truth, guess, average="macro", labels=[False, True], zero_division=0)))
+    if scale is not None and (key := rounded_accuracy_key(scale)) is not None:
+        out[key] = _rounded_accuracy(p, y, *scale)
+    out.update(mae=float(np.mean(np.abs(p - y))), corr=pearson(p, y))
+    return out
+
+
+def rounded_accuracy_key(scale: tuple[float, float] | None) -> str | None:
+    """`acc<n>` for a whole-number scale lo..hi of n <= 11 points, else None."""
+    if scale is None or any(v != round(v) for v in scale) or not 2 <= scale[1] - scale[0] + 1 <= 11:
+        return None
+    return f"acc{int(scale[1] - scale[0] + 1)}"
+
+
 def classification_metrics(logits: ArrayInput, label: ArrayInput) -> dict[str, float]:
     """Generic classification metrics over all targets flattened into one pool of N*K decisions.
 
@@ -368,6 +403,7 @@ def classification_metrics(logits: ArrayInput, label: ArrayInput) -> dict[str, f
 
     - `acc` = mean over all (i, k) of [yhat_ik == y_ik]
     - `f1`  = support-weighted F1 of (y, yhat) over all (i, k), truth first.
+    - `f1_macro` = the unweighted mean over the C classes of F1_c (a majority-class answer scores <= 1/C).
     """
     z = _as_float_array(logits, "logits")
     y = _as_float_array(label, "label")
@@ -376,7 +412,10 @@ def classification_metrics(logits: ArrayInput, label: ArrayInput) -> dict[str, f
     z, yi = _logits_and_labels(z, y)
     yhat = np.argmax(z, axis=2).ravel()
     truth = yi.ravel()
-    return {"acc": _accuracy(truth, yhat), "f1": weighted_f1(truth, yhat)}
+    from sklearn.metrics import f1_score
+
+    macro = f1_score(truth, yhat, average="macro", labels=np.arange(z.shape[2]), zero_division=0)
+    return {"acc": _accuracy(truth, yhat), "f1": weighted_f1(truth, yhat), "f1_macro": float(macro)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -400,12 +439,14 @@ class MetricSuite:
         name: the metric family (`InputSpec.metric_family`).
         keys: the headline keys in the order papers print them, for tables.
         default_monitor: the key early stopping and model selection watch when `TrainConfig.monitor` is `auto`.
+        versus: the keys on which a model must beat the constant/majority predictor (`engine.baselines`).
     """
 
     name: str
     keys: tuple[str, ...]
     default_monitor: str
     _compute: Callable[[ArrayInput, ArrayInput], dict[str, float]] = field(repr=False)
+    versus: tuple[str, ...] = ()
 
     def compute(self, prediction: ArrayInput, label: ArrayInput) -> dict[str, float]:
         """All metrics of the family: prediction (N, K) scores or (N, K, C) logits, label (N, K)."""
@@ -429,7 +470,7 @@ class MetricSuite:
         return higher_is_better(key)
 
 
-_REGRESSION_FAMILIES = ("mosi", "sims", "traits", "regression")
+_REGRESSION_FAMILIES = ("mosi", "sims", "traits", "regression", "rating")
 _CLASSIFICATION_FAMILIES = ("iemocap", "classification")
 
 
@@ -474,21 +515,33 @@ def metrics_for(spec: InputSpec) -> MetricSuite:
 
     if family == "mosi":
         keys = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
-        return MetricSuite(family, keys, "mae", lambda p, y: sentiment_metrics(*(a.ravel() for a in scores(p, y))))
+        return MetricSuite(family, keys, "mae", lambda p, y: sentiment_metrics(*(a.ravel() for a in scores(p, y))),
+                           ("f1_non0", "mae"))
     if family == "sims":
         keys = ("acc2", "acc3", "acc5", "f1", "mae", "corr")
-        return MetricSuite(family, keys, "mae", lambda p, y: sims_metrics(*(a.ravel() for a in scores(p, y))))
+        return MetricSuite(family, keys, "mae", lambda p, y: sims_metrics(*(a.ravel() for a in scores(p, y))),
+                           ("f1", "mae"))
+    if family == "rating":
+        if spec.label_centre is None or k != 1:
+            raise ValueError(f"metric family 'rating' scores one target around a label_centre; the spec has {k} "
+                             f"target(s) and label_centre={spec.label_centre}")
+        centre, scale = spec.label_centre, spec.label_scale
+        rounded = rounded_accuracy_key(scale)
+        keys = ("acc2", "f1", "f1_macro", *((rounded,) if rounded else ()), "mae", "corr")
+        return MetricSuite(family, keys, "mae", lambda p, y: rating_metrics(
+            *(a.ravel() for a in scores(p, y)), centre=centre, scale=scale), ("f1", "mae"))
     if family == "traits":
         keys = ("mae", "corr", "acc7")
-        return MetricSuite(family, keys, "mae", lambda p, y: traits_metrics(*scores(p, y), spec.targets))
+        return MetricSuite(family, keys, "mae", lambda p, y: traits_metrics(*scores(p, y), spec.targets), ("mae",))
     if family == "regression":
-        return MetricSuite(family, ("mae", "corr"), "mae", lambda p, y: regression_metrics(*scores(p, y)))
+        return MetricSuite(family, ("mae", "corr"), "mae", lambda p, y: regression_metrics(*scores(p, y)), ("mae",))
     if family == "iemocap":
         names = _target_keys(spec.targets, k)
         keys = tuple(f"{m}_{n}" for n in names for m in ("acc", "f1")) + ("acc", "f1")
-        return MetricSuite(family, keys, "f1", lambda z, y: emotion_metrics(*logits(z, y), spec.targets))
+        return MetricSuite(family, keys, "f1", lambda z, y: emotion_metrics(*logits(z, y), spec.targets), ("f1",))
     if family == "classification":
-        return MetricSuite(family, ("acc", "f1"), "f1", lambda z, y: classification_metrics(*logits(z, y)))
+        return MetricSuite(family, ("acc", "f1", "f1_macro"), "f1",
+                           lambda z, y: classification_metrics(*logits(z, y)), ("f1", "f1_macro"))
     raise ValueError(
         f"unknown metric family {family!r}; expected one of {_REGRESSION_FAMILIES + _CLASSIFICATION_FAMILIES}"
     )
