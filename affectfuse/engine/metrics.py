@@ -365,22 +365,17 @@ def regression_metrics(pred: ArrayInput, label: ArrayInput) -> dict[str, float]:
 def rating_metrics(
     pred: ArrayInput, label: ArrayInput, *, centre: float, scale: tuple[float, float] | None = None
 ) -> dict[str, float]:
-    """Metrics of one rated score (e.g. 1..5) around its declared neutral point `centre`.
-
-    - `acc2`, `f1`, `f1_macro`: labels exactly at `centre` dropped, class = (value > centre): accuracy, weighted F1
-      (truth first) and macro F1, as MOSI's non-0 Acc-2 around 0; NaN when every label is at the centre.
-    - `acc<n>` for a whole-number `scale` lo..hi of n <= 11 points: round(clip(p)) == round(clip(y)) as MOSI's Acc-7.
-    - `mae` (unclipped) and `corr` (Pearson r; NaN if either vector is constant).
-    """
+    """One rated score (e.g. 1..5) around its neutral point `centre`: `acc2`, `f1` (weighted), `f1_macro` of label >
+    centre vs prediction > centre, labels at the centre left out (MOSI's non-0 Acc-2 around 0; NaN if none is left);
+    `acc<n>` on a whole-number `scale` of n <= 11 points (rounded, clipped, as Acc-7); `mae` (unclipped), `corr`."""
     p = _as_vector(pred, "pred").astype(np.float64)
     y = _as_vector(label, "label").astype(np.float64)
     _check_pair(p, y)
-    keep = y != centre
-    out: dict[str, float] = {"acc2": math.nan, "f1": math.nan, "f1_macro": math.nan}
+    keep, out = y != centre, {"acc2": math.nan, "f1": math.nan, "f1_macro": math.nan}
     if keep.any():
-        truth, guess = y[keep] > centre, p[keep] > centre
         from sklearn.metrics import f1_score
 
+        truth, guess = y[keep] > centre, p[keep] > centre
         out.update(acc2=_accuracy(truth, guess), f1=weighted_f1(truth, guess),
                    f1_macro=float(f1_score(truth, guess, average="macro", labels=[False, True], zero_division=0)))
     if scale is not None and (key := rounded_accuracy_key(scale)) is not None:
@@ -472,6 +467,7 @@ class MetricSuite:
 
 _REGRESSION_FAMILIES = ("mosi", "sims", "traits", "regression", "rating")
 _CLASSIFICATION_FAMILIES = ("iemocap", "classification")
+_FAMILIES = _REGRESSION_FAMILIES + _CLASSIFICATION_FAMILIES
 
 
 def metrics_for(spec: InputSpec) -> MetricSuite:
@@ -481,22 +477,12 @@ def metrics_for(spec: InputSpec) -> MetricSuite:
     need K = 1 and flatten. Classification families take (N, K, C) logits with C = `spec.num_classes`. Labels are
     (N, K) in both cases.
 
-    Headline keys (paper order): mosi follows MMSA's result order (has-0 then non-0 Acc-2/F1, Acc-5, Acc-7, MAE,
-    Corr); sims MMSA's (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); iemocap MulT's (Acc and F1 per emotion) then the means.
+    Headline keys (paper order): mosi as MMSA (has-0 then non-0 Acc-2/F1, Acc-5, Acc-7, MAE, Corr); sims as MMSA
+    (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); iemocap as MulT (Acc and F1 per emotion) then the means.
     """
     family = spec.metric_family
     k = spec.num_targets
-    if family in _REGRESSION_FAMILIES and spec.task != "regression":
-        raise ValueError(f"metric family {family!r} needs task 'regression'; the spec has task {spec.task!r}")
-    if family in _CLASSIFICATION_FAMILIES and (spec.task != "classification" or spec.num_classes < 2):
-        raise ValueError(
-            f"metric family {family!r} needs task 'classification' with num_classes >= 2; "
-            f"the spec has task {spec.task!r}, num_classes={spec.num_classes}"
-        )
-    if family in ("mosi", "sims") and k != 1:
-        raise ValueError(
-            f"metric family {family!r} scores one sentiment target; the spec has {k}: {list(spec.targets)}"
-        )
+    _check_family(spec)
 
     def scores(prediction: ArrayInput, label: ArrayInput) -> tuple[np.ndarray, np.ndarray]:
         p, y = _as_float_array(prediction, "prediction"), _as_float_array(label, "label")
@@ -522,14 +508,7 @@ def metrics_for(spec: InputSpec) -> MetricSuite:
         return MetricSuite(family, keys, "mae", lambda p, y: sims_metrics(*(a.ravel() for a in scores(p, y))),
                            ("f1", "mae"))
     if family == "rating":
-        if spec.label_centre is None or k != 1:
-            raise ValueError(f"metric family 'rating' scores one target around a label_centre; the spec has {k} "
-                             f"target(s) and label_centre={spec.label_centre}")
-        centre, scale = spec.label_centre, spec.label_scale
-        rounded = rounded_accuracy_key(scale)
-        keys = ("acc2", "f1", "f1_macro", *((rounded,) if rounded else ()), "mae", "corr")
-        return MetricSuite(family, keys, "mae", lambda p, y: rating_metrics(
-            *(a.ravel() for a in scores(p, y)), centre=centre, scale=scale), ("f1", "mae"))
+        return _rating_suite(spec, scores)
     if family == "traits":
         keys = ("mae", "corr", "acc7")
         return MetricSuite(family, keys, "mae", lambda p, y: traits_metrics(*scores(p, y), spec.targets), ("mae",))
@@ -542,9 +521,29 @@ def metrics_for(spec: InputSpec) -> MetricSuite:
     if family == "classification":
         return MetricSuite(family, ("acc", "f1", "f1_macro"), "f1",
                            lambda z, y: classification_metrics(*logits(z, y)), ("f1", "f1_macro"))
-    raise ValueError(
-        f"unknown metric family {family!r}; expected one of {_REGRESSION_FAMILIES + _CLASSIFICATION_FAMILIES}"
-    )
+    raise ValueError(f"unknown metric family {family!r}; expected one of {_FAMILIES}")
+
+
+def _check_family(spec: InputSpec) -> None:
+    family, k = spec.metric_family, spec.num_targets
+    if family in _REGRESSION_FAMILIES and spec.task != "regression":
+        raise ValueError(f"metric family {family!r} needs task 'regression'; the spec has task {spec.task!r}")
+    if family in _CLASSIFICATION_FAMILIES and (spec.task != "classification" or spec.num_classes < 2):
+        raise ValueError(f"metric family {family!r} needs task 'classification' with num_classes >= 2; "
+                         f"the spec has task {spec.task!r}, num_classes={spec.num_classes}")
+    if family in ("mosi", "sims") and k != 1:
+        raise ValueError(f"metric family {family!r} scores one sentiment target; the spec has {k}: {spec.targets}")
+
+
+def _rating_suite(spec: InputSpec, scores: Callable[..., tuple[np.ndarray, np.ndarray]]) -> MetricSuite:
+    if spec.label_centre is None or spec.num_targets != 1:
+        raise ValueError(f"metric family 'rating' scores one target around a label_centre; the spec has "
+                         f"{spec.num_targets} target(s) and label_centre={spec.label_centre}")
+    centre, scale = spec.label_centre, spec.label_scale
+    rounded = rounded_accuracy_key(scale)
+    keys = ("acc2", "f1", "f1_macro", *((rounded,) if rounded else ()), "mae", "corr")
+    return MetricSuite("rating", keys, "mae", lambda p, y: rating_metrics(
+        *(a.ravel() for a in scores(p, y)), centre=centre, scale=scale), ("f1", "mae"))
 
 
 def _cell(value: float | tuple[float, float] | None) -> str:
