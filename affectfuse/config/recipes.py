@@ -109,5 +109,5 @@ def auto_plan(model: str, train_size: int, *, user_overrides: dict[str, Any] | N
     candidates = tuple((f"lr{base.train.lr * f:.2g}", {**budget, "train.lr": base.train.lr * f}) for f in factors)
     return AutoPlan(base_name, base, candidates,
                     f"{reason}; learning rate {'kept as set' if len(factors) == 1 else 'searched'} over "
-                    f"{[c[1]['train.lr'] for c in candidates]} ({epochs} epochs at most, early stopping on valid "
+                    f"{[float(f"{c[1]['train.lr']:.2g}") for c in candidates]} ({epochs} epochs at most, early stopping on valid "
                     f"after {budget['train.patience']} epochs without improvement); best on valid kept")

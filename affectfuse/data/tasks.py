@@ -127,7 +127,7 @@ def _classes_from_values(corpus: Corpus, values: np.ndarray) -> Corpus:
                                targets=corpus.spec.targets, metric_family="classification")
     named = ", ".join(f"{i} = {v:g}" for i, v in enumerate(values))
     return _with(corpus, spec, f"labels read as {kind} classification from integer labels ({named}); override "
-                               "with --task regression")
+                               "with --task regression", splits)
 
 
 def _with(corpus: Corpus, spec: InputSpec, note: str, splits: dict | None = None) -> Corpus:

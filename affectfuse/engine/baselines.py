@@ -206,3 +206,39 @@ def confusion(logits: np.ndarray, labels: np.ndarray) -> list[list[list[int]]]:
     classes = np.arange(logits.shape[-1])
     guess = np.argmax(logits, axis=-1).reshape(labels.shape)
     return [confusion_matrix(labels[:, k], guess[:, k], labels=classes).tolist() for k in range(labels.shape[1])]
+
+
+def verdicts(summary: dict[str, dict[str, tuple[float, float]]], corpus: Corpus) -> dict[str, dict[str, Any]]:
+    """Per model (test means over seeds): does it beat the constant/majority predictor and reach the linear model
+    on every `versus` key of the corpus's metrics?"""
+    suite, found = metrics_for(corpus.spec), baselines(corpus)
+    reference, linear = found.get("majority") or found["constant"], found["linear"]
+    out = {}
+    for model, scores in summary.items():
+        means = {k: v[0] for k, v in scores.items()}
+        keys = [k for k in suite.versus if k in means]
+        out[model] = {
+            "beats_" + reference.name: not losses_to_constant(means, reference, suite),
+            "reaches_linear": all(not better(linear.test[k], means[k], k) for k in keys),
+            "keys": keys,
+        }
+    return out
+
+
+def verdict_table(summary: dict[str, dict[str, tuple[float, float]]], corpus: Corpus) -> str:
+    """One Markdown table: each model's test means on the `versus` keys next to the two baselines', and the verdict."""
+    suite, found = metrics_for(corpus.spec), baselines(corpus)
+    reference, linear = found.get("majority") or found["constant"], found["linear"]
+    keys = [k for k in suite.versus if all(k in s for s in summary.values())]
+    judged = verdicts(summary, corpus)
+    head = " | ".join(keys)
+    lines = [f"| model | {head} | beats {reference.name} | reaches linear |",
+             "| --- |" + " ---: |" * len(keys) + " :---: | :---: |"]
+    for name, values in ((f"{reference.name} (baseline)", reference.test), ("linear (baseline)", linear.test)):
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " | | |")
+    for model, scores in summary.items():
+        verdict = judged[model]
+        marks = ["yes" if verdict["beats_" + reference.name] else "**no**",
+                 "yes" if verdict["reaches_linear"] else "**no**"]
+        lines.append(f"| {model} | " + " | ".join(f"{scores[k][0]:.4f}" for k in keys) + f" | {' | '.join(marks)} |")
+    return "\n".join(lines)
