@@ -107,7 +107,8 @@ def auto_plan(model: str, train_size: int, *, user_overrides: dict[str, Any] | N
     budget = {"train.max_epochs": epochs, "train.patience": min(base.train.patience, AUTO_PATIENCE)}
     factors = (1.0,) if "train.lr" in (user_overrides or {}) else AUTO_LR_FACTORS[size]
     candidates = tuple((f"lr{base.train.lr * f:.2g}", {**budget, "train.lr": base.train.lr * f}) for f in factors)
+    rates = ", ".join(f"{c[1]['train.lr']:.2g}" for c in candidates)
     return AutoPlan(base_name, base, candidates,
-                    f"{reason}; learning rate {'kept as set' if len(factors) == 1 else 'searched'} over "
-                    f"{[float(f"{c[1]['train.lr']:.2g}") for c in candidates]} ({epochs} epochs at most, early stopping on valid "
-                    f"after {budget['train.patience']} epochs without improvement); best on valid kept")
+                    f"{reason}; learning rate {'kept as set' if len(factors) == 1 else 'searched'} over [{rates}] "
+                    f"({epochs} epochs at most, early stopping on valid after {budget['train.patience']} epochs "
+                    "without improvement); best on valid kept")
