@@ -102,7 +102,7 @@ def _classes_from_one_hot(corpus: Corpus) -> Corpus:
     for name, split in corpus.splits.items():
         labels = np.where(np.isnan(split.labels).any(1), -1, np.nan_to_num(split.labels).argmax(1))
         splits[name] = dataclasses.replace(split, labels=labels.astype(np.int64)[:, None])
-    classes = corpus.spec.num_targets
+    classes = next(iter(corpus.splits.values())).labels.shape[1]
     spec = dataclasses.replace(corpus.spec, task="classification", num_classes=classes, targets=("class",),
                                metric_family="classification")
     note = f"labels read as {classes} classes from one-hot rows: class i is label column i (override with --task)"
