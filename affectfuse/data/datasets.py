@@ -95,12 +95,11 @@ def load_data(
     """
     from .tasks import interpret_labels
 
-    return interpret_labels(_load(spec, nonfinite, options), task, label_centre)
-
-
-def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
     name, sep, rest = spec.partition(":")
-    if name == "synthetic":
+    if name == "synthetic":  # its task is what its options declare, not read from its labels
+        if (task, label_centre) != ("auto", None):
+            raise ValueError("synthetic data declares its own task; --task and --label-centre apply to data read "
+                             "from files")
         if options:
             raise ValueError(
                 f"synthetic takes its options in the spec ('synthetic:key=value,...'), got {sorted(options)}"
@@ -108,6 +107,11 @@ def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
         from .synthetic import synthetic_from_options  # lazy: the synthetic module is optional at import time
 
         return synthetic_from_options(rest)
+    return interpret_labels(_load(spec, nonfinite, options), task, label_centre)
+
+
+def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
+    name, sep, rest = spec.partition(":")
     if name == "mosi-utterance":
         return load_mosi_utterance(resolve_root(name, rest or None), nonfinite=nonfinite, **options)
     if name == "pom":

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,6 +143,8 @@ class Search:
                 best = (model, result, train, value, label)
         assert best is not None
         model, result, train, _, label = best
+        if out_dir is not None:  # the run's log is the kept candidate's (each candidate's stays under auto/)
+            shutil.copyfile(out_dir / "auto" / label / "log.jsonl", out_dir / "log.jsonl")
         record = {**self.plan.to_dict(), "valid": scores, "monitor": monitor, "chosen": label}
         return model, result, train, record
 
