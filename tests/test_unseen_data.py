@@ -213,3 +213,15 @@ def test_metric_suite_of_a_rating_names_its_keys() -> None:
     spec = interpret_labels(corpus_with(draw(np.arange(1, 6)))).spec
     suite = metrics_for(spec)
     assert suite.keys == ("acc2", "f1", "f1_macro", "acc5", "mae", "corr") and suite.versus == ("f1", "mae")
+
+
+def test_an_mmsa_pickle_without_text_has_audio_and_vision_only(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    data = {s: {"audio": rng.normal(size=(6, 4, 3)).astype("f4"), "vision": rng.normal(size=(6, 4, 2)).astype("f4"),
+                "audio_lengths": np.full(6, 4), "vision_lengths": np.full(6, 3),
+                "regression_labels": rng.uniform(1, 5, size=6).astype("f4")} for s in ("train", "valid", "test")}
+    path = tmp_path / "notext_mmsa.pkl"
+    path.write_bytes(pickle.dumps(data))
+    corpus = load_data(str(path))
+    assert corpus.spec.modalities == ("audio", "vision") and set(corpus.spec.extractors) == {"audio", "vision"}
+    assert corpus.spec.metric_family == "rating" and not corpus.split("train").masks["vision"][:, 3].any()
