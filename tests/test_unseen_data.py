@@ -225,3 +225,26 @@ def test_an_mmsa_pickle_without_text_has_audio_and_vision_only(tmp_path) -> None
     corpus = load_data(str(path))
     assert corpus.spec.modalities == ("audio", "vision") and set(corpus.spec.extractors) == {"audio", "vision"}
     assert corpus.spec.metric_family == "rating" and not corpus.split("train").masks["vision"][:, 3].any()
+
+
+def test_train_and_inspect_say_the_task_and_put_the_baselines_in_the_output(tmp_path, capsys) -> None:
+    from affectfuse.cli import main
+
+    rng = np.random.default_rng(0)
+    data = {s: {"audio": rng.normal(size=(n, 3, 4)).astype("f4"), "vision": rng.normal(size=(n, 3, 2)).astype("f4"),
+                "labels": np.eye(3, dtype="f4")[rng.integers(0, 3, n)][:, None, :]}
+            for s, n in (("train", 24), ("valid", 12), ("test", 12))}
+    path = tmp_path / "three.pkl"
+    path.write_bytes(pickle.dumps(data))
+    assert main(["data", "inspect", str(path)]) == 0
+    assert "task: 3-class classification" in capsys.readouterr().out
+    out = tmp_path / "runs"
+    assert main(["train", "-m", "tfn", "--data", str(path), "--out", str(out), "--json", "--set",
+                 "train.max_epochs=1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["baselines"]) == {"majority", "linear"} and payload["task"].startswith("3-class")
+    assert set(payload["versus_baselines"]["tfn"]) == {"beats_majority", "reaches_linear", "keys"}
+    assert json.loads((out / "summary.json").read_text())["baselines"] == payload["baselines"]
+    assert main(["train", "-m", "tfn", "--data", str(path), "--out", str(out), "--set", "train.max_epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "majority (baseline)" in printed and "| beats majority | reaches linear |" in printed
