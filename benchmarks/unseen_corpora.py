@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("pom", type=Path, help="POM's MFN folder (audio_/video_/y_{split}.h5)")
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
+    if not (args.pom / "y_train.h5").is_file():
+        parser.error(f"{args.pom} is not POM's MFN folder (no y_train.h5 there)")
     features = {s: {m: read(args.pom, m, s) for m in ("audio", "video")} for s in SPLITS}
     labels = {s: read(args.pom, "y", s) for s in SPLITS}
     rated, classes = args.out / "unseen-rated", args.out / "unseen-3class"

@@ -248,3 +248,10 @@ def test_train_and_inspect_say_the_task_and_put_the_baselines_in_the_output(tmp_
     assert main(["train", "-m", "tfn", "--data", str(path), "--out", str(out), "--set", "train.max_epochs=1"]) == 0
     printed = capsys.readouterr().out
     assert "majority (baseline)" in printed and "| beats majority | reaches linear |" in printed
+
+
+def test_one_hot_rows_kept_as_scores_get_per_column_metrics_not_a_rating() -> None:
+    spec = interpret_labels(corpus_with(one_hot(3)), task="regression").spec
+    assert (spec.task, spec.metric_family, spec.label_centre) == ("regression", "regression", None)
+    with pytest.raises(ValueError, match="one-hot columns"):
+        interpret_labels(corpus_with(one_hot(3)), centre=0.5)

@@ -61,6 +61,12 @@ def interpret_labels(corpus: Corpus, task: str = "auto", centre: float | None = 
     one_hot = k >= 2 and bool(np.isin(known, (0, 1)).all() and (known.sum(1) == 1).all())
     if one_hot and task != "regression" and centre is None:
         return _classes_from_one_hot(corpus)
+    if one_hot:  # one-hot rows kept as scores (--task regression or a centre): per-column MAE/Corr, no rating scale
+        if centre is not None:
+            raise ValueError(f"{where}: a label centre applies to one rated column; these labels are {k} one-hot "
+                             "columns")
+        return _with(corpus, dataclasses.replace(spec, metric_family="regression"),
+                     f"one-hot labels kept as {k} 0/1 scores (--task regression): MAE and Corr per column")
     if k > 1:
         if task == "classification":
             raise DataFormatError(f"{where}: {k} label columns that are not one-hot rows; classification needs one "
