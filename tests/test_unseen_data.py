@@ -253,5 +253,5 @@ def test_train_and_inspect_say_the_task_and_put_the_baselines_in_the_output(tmp_
 def test_one_hot_rows_kept_as_scores_get_per_column_metrics_not_a_rating() -> None:
     spec = interpret_labels(corpus_with(one_hot(3)), task="regression").spec
     assert (spec.task, spec.metric_family, spec.label_centre) == ("regression", "regression", None)
-    with pytest.raises(ValueError, match="one-hot columns"):
+    with pytest.raises(ValueError, match="one rated column; these labels have 3 columns"):
         interpret_labels(corpus_with(one_hot(3)), centre=0.5)

@@ -57,23 +57,8 @@ def interpret_labels(corpus: Corpus, task: str = "auto", centre: float | None = 
     known = labels[~np.isnan(labels).any(axis=1)]
     if not known.size:
         return corpus
-    k = labels.shape[1]
-    one_hot = k >= 2 and bool(np.isin(known, (0, 1)).all() and (known.sum(1) == 1).all())
-    if one_hot and task != "regression" and centre is None:
-        return _classes_from_one_hot(corpus)
-    if one_hot:  # one-hot rows kept as scores (--task regression or a centre): per-column MAE/Corr, no rating scale
-        if centre is not None:
-            raise ValueError(f"{where}: a label centre applies to one rated column; these labels are {k} one-hot "
-                             "columns")
-        return _with(corpus, dataclasses.replace(spec, metric_family="regression"),
-                     f"one-hot labels kept as {k} 0/1 scores (--task regression): MAE and Corr per column")
-    if k > 1:
-        if task == "classification":
-            raise DataFormatError(f"{where}: {k} label columns that are not one-hot rows; classification needs one "
-                                  "column of class labels or one-hot rows")
-        if centre is not None:
-            raise ValueError(f"{where}: a label centre applies to one rated column; these labels have {k} columns")
-        return corpus
+    if labels.shape[1] > 1:
+        return _columns(corpus, known, task, centre)
     values = known[:, 0]
     integer = bool(np.all(values == np.round(values)))
     distinct = np.unique(values)
@@ -93,6 +78,23 @@ def interpret_labels(corpus: Corpus, task: str = "auto", centre: float | None = 
     low, high = float(np.floor(values.min())), float(np.ceil(values.max()))
     middle = (low + high) / 2 if centre is None else float(centre)
     return _rated(corpus, (low, high), middle)
+
+
+def _columns(corpus: Corpus, known: np.ndarray, task: str, centre: float | None) -> Corpus:
+    """Several label columns: one-hot rows are classes (or, asked for, 0/1 scores); others stay as the reader said."""
+    spec, where, k = corpus.spec, corpus.source or corpus.name, known.shape[1]
+    one_hot = bool(np.isin(known, (0, 1)).all() and (known.sum(1) == 1).all())
+    if centre is not None:
+        raise ValueError(f"{where}: a label centre applies to one rated column; these labels have {k} columns")
+    if one_hot and task != "regression":
+        return _classes_from_one_hot(corpus)
+    if one_hot:  # kept as scores: per-column MAE/Corr, not a 1..7 trait scale
+        return _with(corpus, dataclasses.replace(spec, metric_family="regression"),
+                     f"one-hot labels kept as {k} 0/1 scores (--task regression): MAE and Corr per column")
+    if task == "classification":
+        raise DataFormatError(f"{where}: {k} label columns that are not one-hot rows; classification needs one "
+                              "column of class labels or one-hot rows")
+    return corpus
 
 
 def _rated(corpus: Corpus, scale: tuple[float, float], centre: float) -> Corpus:
