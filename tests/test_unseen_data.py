@@ -255,3 +255,19 @@ def test_one_hot_rows_kept_as_scores_get_per_column_metrics_not_a_rating() -> No
     assert (spec.task, spec.metric_family, spec.label_centre) == ("regression", "regression", None)
     with pytest.raises(ValueError, match="one rated column; these labels have 3 columns"):
         interpret_labels(corpus_with(one_hot(3)), centre=0.5)
+
+
+def test_standardise_uses_train_statistics_keeps_padding_and_renames_the_extractor() -> None:
+    from affectfuse.data.checks import standardise
+
+    corpus = corpus_with(draw(np.arange(1, 6)))
+    corpus.spec = InputSpec(**{**corpus.spec.to_dict(), "extractors": {"audio": "covarep", "vision": "facet"}})
+    corpus.splits["train"].masks["audio"][:5, -1] = False
+    corpus.splits["train"].features["audio"][:5, -1] = 1e3  # padding: must neither count nor survive
+    scaled = standardise(corpus)
+    train = scaled.split("train")
+    real = train.features["audio"][train.masks["audio"]]
+    assert np.allclose(real.mean(0), 0, atol=1e-5) and np.allclose(real.std(0), 1, atol=1e-4)
+    assert not train.features["audio"][:5, -1].any()
+    assert scaled.spec.extractors == {"audio": "covarep+z(train)", "vision": "facet+z(train)"}
+    assert "audio features come from extractor 'covarep'" in scaled.spec.compatible_with(corpus.spec)[0]

@@ -47,6 +47,8 @@ class TrainArgs:
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
+    standardise: bool = False
+    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
     json: bool = False
     quiet: bool = False
     """No progress bars."""
@@ -68,6 +70,8 @@ class EvaluateArgs:
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
+    standardise: bool = False
+    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
     json: bool = False
 
 
@@ -89,7 +93,8 @@ def cmd_train(args: TrainArgs) -> None:
     if args.compile:
         overrides["train.compile"] = True
     seeds = seed_list(args.seed, args.seeds)
-    corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre)
+    corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre,
+                       standardise=args.standardise)
     from ..engine.train import is_main_process
 
     # one writer per output folder, summary.json included (under torchrun rank 0 writes)
@@ -171,7 +176,8 @@ def cmd_evaluate(args: EvaluateArgs) -> None:
     from ..data.datasets import load_data
     from ..engine.runs import evaluate_checkpoint
 
-    corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre)
+    corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre,
+                       standardise=args.standardise)
     scores = evaluate_checkpoint(args.checkpoint, corpus, split=args.split)
     found = scored_baselines(corpus, args.split)
     if args.json:

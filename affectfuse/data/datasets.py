@@ -77,7 +77,7 @@ def resolve_root(name: str, root: str | None = None) -> Path:
 
 def load_data(
     spec: str, *, nonfinite: NonFinite = "error", task: str = "auto", label_centre: float | None = None,
-    **options: Any,
+    standardise: bool = False, **options: Any,
 ) -> Corpus:
     """Load the corpus named by a data spec (see the module docstring for the forms), its task read from its labels.
 
@@ -86,6 +86,7 @@ def load_data(
         nonfinite: "error" rejects NaN/inf features; "zero" replaces them by 0 with a warning and counts them.
         task: "auto" (the task the labels show), "regression" or "classification" (`tasks.interpret_labels`).
         label_centre: the neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 are above vs below it.
+        standardise: z-score every feature dimension with the train split's statistics (`checks.standardise`).
         **options: reader options (e.g. ``emotion="happy"`` for LMF IEMOCAP, ``seed=`` for mosi-utterance).
 
     Raises:
@@ -106,8 +107,14 @@ def load_data(
             )
         from .synthetic import synthetic_from_options  # lazy: the synthetic module is optional at import time
 
-        return synthetic_from_options(rest)
-    return interpret_labels(_load(spec, nonfinite, options), task, label_centre)
+        corpus = synthetic_from_options(rest)
+    else:
+        corpus = interpret_labels(_load(spec, nonfinite, options), task, label_centre)
+    if standardise:
+        from .checks import standardise as standardised
+
+        return standardised(corpus)
+    return corpus
 
 
 def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
