@@ -5,7 +5,8 @@ COVAREP frames of 5 / 74 dims, vision 500 Facet frames of 20 / 35 dims. Each mod
 recipe. Text is given as precomputed 768-d features, so BERT-base (109.5 M parameters, fine-tuned by DMD and
 EMT-DLFR, and by MulT in the EMT-DLFR paper's table) is *not* counted; the "+ BERT" column adds it where the paper's
 count includes it. Training-only parameters are those under a model's `aux` module (DMD's distillers and decoders,
-EMT-DLFR's projectors, predictors and reconstruction heads); "inference" excludes them.
+EMT-DLFR's projectors, predictors and reconstruction heads, TFR-Net's final transformers and generators, MMIM's MI
+estimators and CPC predictors); "inference" excludes them.
 
 Usage (about a minute on 2 CPU cores):
 
@@ -36,8 +37,11 @@ PAPER = {
     # model -> (what the paper counts, millions); only numbers the spec records (§2.4, §4.6).
     "emt_dlfr": ("EMT-DLFR table, with BERT", 110.5),
     "mult": ("EMT-DLFR table (MulT with BERT)", 111.0),
+    # the official TFR-Net count includes its training-only final transformers: total + BERT-base = 124.3 M at MOSI
+    "tfr_net": ("EMT-DLFR table, with BERT and the training-only final transformers", 124.3),
 }
-USES_BERT = {"emt_dlfr", "dmd", "mult"}
+# BERT adds to these models' counted parameters (MISA's BERT replaces its text sLSTM instead)
+USES_BERT = {"emt_dlfr", "dmd", "mult", "tfr_net", "mmim", "self_mm"}
 
 
 def random_batch(spec: InputSpec, batch_size: int, *, seed: int = 0) -> Batch:

@@ -23,6 +23,14 @@ TINY: dict[str, dict] = {
     "sft": {"dim": 8, "heads": 2, "n_layers_post_fusion": 1, "pool_kernel": Modalities(text=2, audio=3, vision=4)},
     "emt_dlfr": {"d_model": 8, "heads": 2, "layers": 2, "audio_hidden": 6, "vision_hidden": 6, "post_fusion_dim": 8},
     "dmd": {"dim": 8, "heads": 2, "layers": 1, "kernel": Modalities(text=3, audio=3, vision=3), "homo_gd_size": 4},
+    "tfr_net": {"dim": 4, "heads": 2, "layers": 1, "fusion_hidden": Modalities(text=3, audio=4, vision=5),
+                "fusion_gru_layers": 1, "cls_hidden": 6},
+    "mmim": {"audio_hidden": 4, "vision_hidden": 4, "audio_out": 8, "vision_out": 8, "fusion_hidden": 6},
+    "ef_lstm": {"hidden": 6, "layers": 2},
+    "lf_lstm": {"hidden": Modalities(text=6, audio=4, vision=5), "text_out": 3, "post_fusion_dim": 8},
+    "misa": {"hidden_size": 8, "fusion_ffn": 16},
+    "self_mm": {"audio_hidden": 4, "vision_hidden": 5, "audio_out": 4, "vision_out": 5, "post_fusion_dim": 8,
+                "post_dim": Modalities(text=6, audio=4, vision=5)},
 }
 
 DIMS = {"text": 7, "audio": 5, "vision": 6}

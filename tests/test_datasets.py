@@ -86,9 +86,13 @@ def test_data_roots_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 
 def test_load_data_unknown_and_missing(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"(?s)unknown data spec 'mosei'.*valid forms:.*mosi-utterance.*synthetic"):
-        load_data("mosei")
+    with pytest.raises(ValueError, match=r"(?s)unknown data spec 'mosii'.*did you mean.*valid forms:.*mosi-utterance.*"
+                                         r"synthetic"):
+        load_data("mosii")
     with pytest.raises(ValueError, match="unknown data spec"):
+        load_data("meld:/somewhere")
+    # MMSA's names are named corpora: absent, they say which file goes where
+    with pytest.raises(FileNotFoundError, match=r"mosei: MOSEI/Processed/unaligned_50.pkl not found .*/somewhere/"):
         load_data("mosei:/somewhere")
     with pytest.raises(FileNotFoundError, match=r"no such file or folder: .*absent\.pkl"):
         load_data(str(tmp_path / "absent.pkl"))

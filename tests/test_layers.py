@@ -162,3 +162,23 @@ def test_encoder_positions_can_be_left_out():
     torch.testing.assert_close(encoder(x.flip(1)), out.flip(1))  # without positions order does not matter
     encoder.positions = True
     assert not torch.allclose(encoder(x.flip(1)), out.flip(1))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_transformer_read_at_one_step_equals_the_full_output_there(causal, layers):
+    """MulT reads its self-attention transformers at one step; computing only that step in the last layer must give
+    the full output's numbers there, with padding and the causal mask, gradients included."""
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(8, 2, layers, causal=causal).eval()
+    x = torch.randn(3, 7, 8, requires_grad=True)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[2, 2:] = False
+    read_at = mask.sum(1) - 1
+    full = encoder(x, mask)[torch.arange(3), read_at]
+    one = encoder(x, mask, read_at=read_at)
+    torch.testing.assert_close(one, full)
+    g_full, = torch.autograd.grad(full.square().sum(), x)
+    g_one, = torch.autograd.grad(one.square().sum(), x)
+    torch.testing.assert_close(g_one, g_full)

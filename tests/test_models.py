@@ -20,6 +20,13 @@ MODELS = list_models()
 # Methods whose paper attends over padding list themselves here with the reason (none so far).
 PADDING_EXCEPTIONS: dict[str, str] = {}
 
+# Methods whose loss keeps per-sample state across calls list themselves here with how many times (training epochs)
+# the loss checks below show them a batch first, and why.
+WARM_UP: dict[str, tuple[int, str]] = {
+    "self_mm": (2, "a unimodal task is weighted by |y_s - y_m|: zero until its labels are generated at the end of a "
+                "sample's second visit"),
+}
+
 
 def build(name: str, spec_name: str = "sentiment"):
     torch.manual_seed(0)
@@ -46,7 +53,10 @@ def test_forward_shape_and_finite(name, spec_name):
 @pytest.mark.parametrize("name", MODELS)
 def test_loss_gives_every_parameter_a_finite_gradient(name, spec_name):
     model = build(name, spec_name).train()
-    losses = model.loss(make_batch(SPECS[spec_name], 7))  # odd: an L1 bias gradient (mean of signs) cannot cancel
+    batch = make_batch(SPECS[spec_name], 7)  # odd: an L1 bias gradient (mean of signs) cannot cancel
+    for _ in range(WARM_UP.get(name, (0,))[0]):
+        model.loss(batch)
+    losses = model.loss(batch)
     assert losses.total.ndim == 0 and losses.total.requires_grad and torch.isfinite(losses.total)
     assert losses.terms
     losses.total.backward()
@@ -134,6 +144,8 @@ def test_a_few_steps_lower_the_loss(name):
     model = build(name).train()
     batch = make_batch(SPECS["sentiment"], 8, seed=3)
     optimizer = torch.optim.Adam(model.param_groups(TrainConfig(lr=1e-2)))
+    for _ in range(WARM_UP.get(name, (0,))[0]):
+        model.loss(batch)
     first = model.loss(batch).total.item()
     for _ in range(30):
         optimizer.zero_grad()

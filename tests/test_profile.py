@@ -14,7 +14,12 @@ from affectfuse.cli import main
 from affectfuse.config import InputSpec, Modalities
 from affectfuse.config.registry import create_model, list_models
 from affectfuse.efficiency import counting, memory, profile, shapes, timing
-from affectfuse.models.layers import MultiHeadAttention, chunked_dropout_attention, use_chunked_dropout_attention
+from affectfuse.models.layers import (
+    Dropout,
+    MultiHeadAttention,
+    chunked_dropout_attention,
+    use_chunked_dropout_attention,
+)
 from tests.conftest import SPECS, TINY, make_batch
 
 
@@ -73,7 +78,7 @@ def test_forward_never_runs_training_only_modules_and_the_split_adds_up(name):
         counts["inference"] + counts["training_only"] == counts["total"] == sum(p.numel() for p in model.parameters())
     )
     aux = counting.training_only_modules(model)
-    if name in ("dmd", "emt_dlfr"):  # distillers / decoders; SimSiam projectors, predictors, reconstruction heads
+    if name in ("dmd", "emt_dlfr", "tfr_net", "mmim"):  # distillers, decoders, heads only the training loss reads
         assert aux is not None and counts["training_only"] > 0
     calls = []
     for module in aux.modules() if aux is not None else []:
@@ -158,6 +163,46 @@ def test_chunked_dropout_attention_equals_sdpa_without_dropout_and_has_exact_gra
     assert torch.autograd.gradcheck(seeded, (q, k, v))
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["probabilities-kept", "recomputed"])
+@pytest.mark.parametrize("budget", [1 << 18, 2 * 3 * 5 * 9, 5 * 9, 1])
+def test_chunked_dropout_attention_blocks_of_samples_or_heads_give_the_same_result(budget, kept, monkeypatch):
+    """Blocks of several samples, of one sample, of a few heads or of one head, the probabilities kept for the
+    backward pass or recomputed: same outputs and gradients, and with dropout, exact gradients."""
+    monkeypatch.setattr("affectfuse.models.layers.CHUNK_ELEMENTS", budget)
+    monkeypatch.setattr("affectfuse.models.layers.KEEP_SCORES", 1 << 21 if kept else 0)
+    q, k, v, mask = attention_inputs()
+    per_query = mask & torch.ones(5, 9, dtype=torch.bool).tril(4)  # (B, 1, Tq, Tk) bias
+    for m in (mask, per_query, None):
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+        out = chunked_dropout_attention(q, k, v, m, 1e-12)
+        torch.testing.assert_close(out, expected)
+        for ours, theirs in zip(torch.autograd.grad(out.square().sum(), (q, k, v)), grads, strict=True):
+            torch.testing.assert_close(ours, theirs)
+
+    def seeded(q, k, v):
+        torch.manual_seed(3)
+        return chunked_dropout_attention(q, k, v, per_query, 0.3)
+
+    assert torch.autograd.gradcheck(seeded, (q, k, v))
+
+
+def test_fast_dropout_keeps_at_the_rate_unbiased_with_the_masked_gradient():
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.01)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert torch.equal(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.5)
+
+
 def test_chunked_dropout_attention_drops_at_the_requested_rate_and_is_unbiased():
     torch.manual_seed(0)
     q, k, v = torch.zeros(1, 2, 64, 4), torch.zeros(1, 2, 300, 4), torch.ones(1, 2, 300, 4)
@@ -169,10 +214,7 @@ def test_chunked_dropout_attention_drops_at_the_requested_rate_and_is_unbiased()
 
 def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_cpu(monkeypatch):
     layer = MultiHeadAttention(8, 2, dropout=0.5)
-    x = torch.randn(2, 6, 8)
-    short = layer.train()(x)  # 36 scores per head: one batched pass, not the chunked loop
-    assert torch.isfinite(short).all()
-    x = torch.randn(2, 130, 8)  # 130 x 130 >= CHUNKED_MIN_SCORES
+    x = torch.randn(2, 130, 8)  # 2 x 2 heads x 130 x 130 scores >= BLOCKED_MIN_SCORES
     assert use_chunked_dropout_attention(torch.zeros(1))
     calls = []
     real = chunked_dropout_attention
@@ -190,6 +232,8 @@ def test_attention_layer_uses_the_chunked_kernel_when_training_with_dropout_on_c
         y = layer(x)
         y.sum().backward()
     assert calls == [1, 1] and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    layer(torch.randn(1, 6, 8))  # 72 scores: SDPA's one C++ call is faster than the kernel's Python
+    assert calls == [1, 1]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
     assert not use_chunked_dropout_attention(torch.zeros(1, dtype=torch.float64))
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
-
-from ..config.overrides import apply_overrides, parse_overrides
 
 
 @dataclass
@@ -21,7 +20,7 @@ class ConvertArgs:
     """The official state dict (torch.save(model.state_dict(), ...))."""
     model: Annotated[str, tyro.conf.arg(aliases=("-m",))]
     """Our model name (see `affectfuse models`)."""
-    data: str
+    data: Annotated[str, tyro.conf.arg(aliases=("-d",))]
     """A data spec whose feature dims and lengths the weights were trained for (e.g. the same MMSA pickle)."""
     out: Path
     """The affectfuse checkpoint to write (refused if it exists)."""
@@ -32,6 +31,7 @@ class ConvertArgs:
 
 
 def cmd_convert(args: ConvertArgs) -> None:
+    from ..config.overrides import apply_overrides, parse_overrides
     from ..convert import load_converted, read_official_state_dict
     from ..data.datasets import load_data
     from ..engine.checkpoint import save_checkpoint
@@ -43,4 +43,5 @@ def cmd_convert(args: ConvertArgs) -> None:
     spec = load_data(args.data).spec
     model = load_converted(args.model, args.source, state_dict, config, spec)
     save_checkpoint(args.out, model)
-    print(f"converted {args.source} {args.model} ({len(state_dict)} tensors) from {args.checkpoint} to {args.out}")
+    logging.getLogger(__name__).info(
+        f"converted {args.source} {args.model} ({len(state_dict)} tensors) from {args.checkpoint} to {args.out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,4 +82,4 @@ def cmd_write(args: WriteArgs) -> None:
     corpus = load_data(args.data, nonfinite=args.nonfinite)
     path = write_mmsa_pickle(corpus, args.out)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in corpus.splits.items())
-    print(f"wrote {corpus.name} ({sizes}) to {path} in the MMSA pickle layout")
+    logging.getLogger(__name__).info(f"wrote {corpus.name} ({sizes}) to {path} in the MMSA pickle layout")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from ..efficiency.profile import format_profiles, machine_description, profile_model
-from ..efficiency.shapes import parse_shape
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line (wired into affectfuse.cli as `affectfuse profile`)
@@ -51,6 +50,8 @@ class ProfileArgs:
 
 def cmd_profile(args: ProfileArgs) -> None:
     from ..config.registry import get_entry, list_models
+    from ..efficiency.profile import format_profiles, machine_description, profile_model
+    from ..efficiency.shapes import parse_shape
 
     if args.all == bool(args.model):
         raise ValueError("profile needs either --model NAME [NAME ...] or --all (not both)")
@@ -73,7 +74,7 @@ def cmd_profile(args: ProfileArgs) -> None:
         )
         profiles.append(profile)
         if not args.json:
-            print(f"profiled {name}", file=sys.stderr, flush=True)
+            logger.info(f"profiled {name}")
     if args.json:
         payload = {
             "machine": machine_description(args.device),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import tyro
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +34,11 @@ class RunArgs:
     report_only: bool = False
     """Run nothing; rebuild the tables and plots from the store."""
     tensorboard: bool = False
-    """Also write TensorBoard event files per run (needs the tensorboard package)."""
+    """Also write TensorBoard event files per run (same as --tracker tensorboard)."""
+    tracker: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Experiment trackers, one per --tracker (`tensorboard`, `mlflow`, `wandb`), added to the file's `trackers`:
+    local files per run, no server (TensorBoard events, an MLflow file store, W&B offline); each needs its package
+    (extras tensorboard, mlflow, wandb)."""
     json: bool = False
 
 
@@ -41,10 +49,13 @@ def cmd_run(args: RunArgs) -> None:
     from ..experiments.report import write_reports
     from ..experiments.runner import run_experiment
     from ..experiments.store import ResultStore
+    from . import progress_shown
 
     experiment = load_experiment(args.experiment)
-    if args.tensorboard:
-        experiment = dataclasses.replace(experiment, tensorboard=True)
+    if args.tensorboard or args.tracker:
+        trackers = tuple(dict.fromkeys((*experiment.trackers, *args.tracker)))
+        experiment = dataclasses.replace(experiment, tensorboard=experiment.tensorboard or args.tensorboard,
+                                         trackers=trackers)
     out = args.out or Path(experiment.out or f"runs/experiments/{experiment.name}")
     if args.workers < 0 or args.threads < 1:
         raise ValueError(f"--workers must be >= 0 and --threads >= 1, got {args.workers} and {args.threads}")
@@ -53,12 +64,13 @@ def cmd_run(args: RunArgs) -> None:
         outcome = {"experiment": experiment.name, "out": str(out), "reports": {k: str(v) for k, v in reports.items()}}
     else:
         outcome = run_experiment(experiment, out, workers=args.workers, threads=args.threads, ray_address=args.ray,
-                                 limit=args.limit, log=None if args.json else print)
+                                 limit=args.limit, log=(lambda _: None) if args.json else None,
+                                 progress=progress_shown(args.json))
     if args.json:
         print(json.dumps(outcome))
     else:
         print((out / "table.md").read_text())
-        print(f"results store {out / 'results.sqlite'}; tables and plots under {out}/")
+        logger.info(f"results store {out / 'results.sqlite'}; tables and plots under {out}/")
     if outcome.get("failed"):
         raise ValueError(f"{len(outcome['failed'])} run(s) failed: " + "; ".join(
             f"{k}: {v}" for k, v in outcome["failed"].items()))

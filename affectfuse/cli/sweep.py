@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,17 +11,9 @@ from typing import Annotated, Literal
 
 import tyro
 
-from ..robustness.report import markdown
-from ..robustness.sweep import (
-    MaskSeed,
-    MissingKind,
-    Protocol,
-    SweepSettings,
-    modality_conditions,
-    parse_rates,
-    rate_conditions,
-    run_sweep,
-)
+from ..robustness.kinds import MaskSeed, MissingKind, Protocol
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line
@@ -37,8 +30,9 @@ class SweepArgs:
 
     model: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("-m",))]
     """One or more registered model names (see `affectfuse models`)."""
-    data: str = "synthetic"
-    """A path, `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    data: Annotated[str, tyro.conf.arg(aliases=("-d",))] = "synthetic"
+    """A path, MMSA's `mosi`/`mosei`/`sims`/`iemocap`, `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or
+    `pom[:ROOT]`."""
     rates: str = "0:1:0.1"
     """Missing rates: START:STOP:STEP with STOP included (0:1:0.1 = 0.0, 0.1, ..., 1.0) or a list 0,0.5,1."""
     missing: MissingKind = "feature"
@@ -47,7 +41,7 @@ class SweepArgs:
     protocol: Protocol = "test-only"
     """`train-and-test` (the papers'): a new model per rate, trained and tested at that rate; `test-only`: one model
     per seed trained on complete data, tested at every rate."""
-    seed: tuple[int, ...] = (1111,)
+    seed: Annotated[tuple[int, ...], tyro.conf.arg(aliases=("-s",))] = (1111,)
     """Seeds to run."""
     seeds: int = 0
     """Shorthand: this many consecutive seeds starting at the first --seed (--seeds 3: 1111, 1112, 1113)."""
@@ -56,8 +50,9 @@ class SweepArgs:
     seed (`per-seed`)."""
     quick: bool = False
     """Smaller recipes for a fast sweep: max_epochs capped at 12 and patience at a third of it, and narrow one-layer
-    models (mult: dim=16 heads=2 layers=1; emt_dlfr: d_model=16 layers=1 LSTMs 16; lmf/tfn: hidden 32/16/16; sft,
-    dmd: dim=16), all through the same overrides as --set (which still applies on top)."""
+    models (mult: dim=16 heads=2 layers=1; emt_dlfr: d_model=16 layers=1 LSTMs 16; lmf/tfn/lf_lstm: hidden 32/16/16;
+    ef_lstm: hidden 32, one layer; sft, dmd: dim=16; tfr_net: dim=16 layers=1; mmim: LSTMs 16, Z 32; a variant
+    `method:name` gets its method's), all through the same overrides as --set (which still applies on top)."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """Config overrides KEY=VALUE, one per --set: model fields (`rank=8`) or `train.lr=1e-3`; every model gets them."""
     out: Path = Path("runs/sweep")
@@ -75,6 +70,9 @@ class SweepArgs:
 def cmd_sweep(args: SweepArgs) -> None:
     from ..config.overrides import parse_overrides, seed_list
     from ..data.datasets import load_data
+    from ..robustness.report import markdown
+    from ..robustness.sweep import SweepSettings, modality_conditions, parse_rates, rate_conditions, run_sweep
+    from . import progress_shown
 
     overrides = parse_overrides(args.set)
     if args.device:
@@ -92,7 +90,7 @@ def cmd_sweep(args: SweepArgs) -> None:
     start = time.perf_counter()
     result = run_sweep(
         list(args.model), corpus, out_dir=args.out, conditions=conditions, seeds=seeds, settings=settings,
-        progress=not (args.quiet or args.json),
+        progress=progress_shown(args.quiet, args.json),
     )
     wall = time.perf_counter() - start
     if args.json:
@@ -106,6 +104,6 @@ def cmd_sweep(args: SweepArgs) -> None:
     what = "rate" if args.missing == "feature" else "modalities present"
     print(f"\n{corpus.name}: test split by {what}, {args.protocol}, mean ± std over seeds {seeds}")
     print(markdown(result))
-    print(f"\n{result.ran} runs computed now, {len(result.points) - result.ran} reused; {wall:.0f} s. "
+    logger.info(f"\n{result.ran} runs computed now, {len(result.points) - result.ran} reused; {wall:.0f} s. "
           f"Reports in {args.out}/ (results.json, results.csv, results.md"
           + (", curves.png, curves.svg)" if (args.out / "curves.png").exists() else ")"))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tyro
 
-from ..config.overrides import parse_overrides, seed_list
-from ..outputs import claim
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,13 +21,14 @@ class TrainArgs:
 
     model: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("-m",))]
     """One or more registered model names (see `affectfuse models`)."""
-    data: str = "synthetic"
-    """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
+    data: Annotated[str, tyro.conf.arg(aliases=("-d",))] = "synthetic"
+    """A path (format detected from content), MMSA's `mosi`/`mosei`/`sims`/`iemocap` (`:aligned`), `synthetic[:...]`,
+    `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
     recipe: str = "auto"
     """Dataset whose paper recipe to start from (`mosi`, `pom`, ...); `auto`: the corpus's own; `default`: none."""
     recipe_file: Path | None = None
     """A recipe file (e.g. written by `affectfuse tune`) to start from instead of --recipe."""
-    seed: tuple[int, ...] = (1111,)
+    seed: Annotated[tuple[int, ...], tyro.conf.arg(aliases=("-s",))] = (1111,)
     """Seeds to run (MMSA reports 1111-1115)."""
     seeds: int = 0
     """Shorthand: run this many consecutive seeds starting at the first --seed."""
@@ -43,6 +44,8 @@ class TrainArgs:
     """Train through `torch.compile(model.loss)` (same as `--set train.compile=true`)."""
     nonfinite: Literal["error", "zero"] = "error"
     """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
+    tracker: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Experiment trackers, one per --tracker (`tensorboard`, `mlflow`, `wandb`): local files in each run's folder."""
     task: Literal["auto", "regression", "classification"] = "auto"
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
@@ -77,6 +80,7 @@ class EvaluateArgs:
 
 
 def cmd_train(args: TrainArgs) -> None:
+    from ..config.overrides import parse_overrides, seed_list
     from ..data.checks import ready_for_training
     from ..data.datasets import load_data
     from ..data.tasks import describe_task
@@ -84,6 +88,8 @@ def cmd_train(args: TrainArgs) -> None:
     from ..engine.metrics import aggregate, format_table, metrics_for
     from ..engine.runs import summarise, train_many
     from ..io import write_json
+    from ..outputs import claim
+    from . import progress_shown
 
     overrides: dict[str, Any] = parse_overrides(args.set)
     if args.device:
@@ -115,8 +121,9 @@ def cmd_train(args: TrainArgs) -> None:
             out_dir=args.out,
             recipe=recipe,
             overrides=overrides,
-            progress=not (args.quiet or args.json),
+            progress=progress_shown(args.quiet, args.json),
             overwrite=args.overwrite,
+            trackers=args.tracker,
         )
         if not is_main_process():
             return  # under torchrun every process trained together; rank 0 reports
@@ -152,7 +159,7 @@ def cmd_train(args: TrainArgs) -> None:
         for name, runs in results.items():
             seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
             print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
-        print(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+        logger.info(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
 
 
 def per_target_table(summary: dict[str, dict[str, tuple[float, float]]], targets: tuple[str, ...]) -> str:

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import tyro
 
-from ..experiments.tune import tune
-
 
 @dataclass
 class TuneArgs:
@@ -17,13 +15,13 @@ class TuneArgs:
     best configuration as a recipe file for `affectfuse train --recipe-file`."""
 
     model: Annotated[str, tyro.conf.arg(aliases=("-m",))]
-    data: str = "synthetic"
+    data: Annotated[str, tyro.conf.arg(aliases=("-d",))] = "synthetic"
     """A path, `synthetic[:...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
     trials: int = 10
     """Finished trials the study should have (a rerun in the same --out continues it)."""
     recipe: str = "auto"
     """Recipe the search starts from (as `train --recipe`)."""
-    seed: int = 1111
+    seed: Annotated[int, tyro.conf.arg(aliases=("-s",))] = 1111
     """Training seed of every trial, and the sampler's seed."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """Fixed overrides KEY=VALUE for every trial (e.g. train.max_epochs=20)."""
@@ -37,10 +35,12 @@ def cmd_tune(args: TuneArgs) -> None:
     import json
 
     from ..config.overrides import parse_overrides
+    from ..experiments.tune import tune
+    from . import progress_shown
 
     result = tune(args.model, args.data, trials=args.trials, seed=args.seed, recipe=args.recipe,
                   overrides=parse_overrides(args.set), out_dir=args.out, nonfinite=args.nonfinite,
-                  log=(lambda _: None) if args.json else print)
+                  log=(lambda _: None) if args.json else None, progress=progress_shown(args.json))
     if args.json:
         print(json.dumps(result, default=float))
         return

@@ -15,18 +15,24 @@ from .registry import config_from_dict
 
 RECIPE_FORMAT = "affectfuse-recipe/1"
 
-def write_recipe(path: Path | str, model: str, base: Recipe[Any], overrides: dict[str, Any], *, source: str,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """A recipe file: the full model and training configs (base recipe + overrides), atomically, as JSON."""
+def recipe_payload(model: str, base: Recipe[Any], overrides: dict[str, Any], *, source: str,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a recipe file holds: the full model and training configs (base recipe + overrides)."""
     config, train = apply_overrides(model, overrides, base)
-    return write_json(path, {
+    return {
         "format": RECIPE_FORMAT,
         "model": model,
         "config": dataclasses.asdict(config),
         "train": dataclasses.asdict(train),
         "source": source,
         **(extra or {}),
-    })
+    }
+
+
+def write_recipe(path: Path | str, model: str, base: Recipe[Any], overrides: dict[str, Any], *, source: str,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """A recipe file (`recipe_payload`), atomically, as JSON."""
+    return write_json(path, recipe_payload(model, base, overrides, source=source, extra=extra))
 
 
 def load_recipe_file(path: Path | str) -> tuple[str, Recipe[Any]]:

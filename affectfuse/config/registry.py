@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .schema import InputSpec, Recipe, TrainConfig, check_fields, replace_nested, type_problem
 
@@ -20,13 +22,27 @@ class ModelEntry:
     cls: type
     config: type
     recipes: Mapping[str, Recipe[Any]]
+    about: str = ""
+    """For a variant: what it is (e.g. the paper's table row it reproduces)."""
+
+
+class Variant(NamedTuple):
+    """A named setting of a method (`method:variant`, e.g. an ablation row or another fusion strategy): the same
+    class with some config fields changed in its defaults and in every recipe."""
+
+    about: str
+    settings: Mapping[str, Any]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_VARIANTS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, config: type, recipes: Mapping[str, Recipe[Any]]) -> Callable[[M], M]:
-    """Class decorator adding a model to the registry; a duplicate name is an error, never a silent overwrite."""
+def register_model(
+    name: str, *, config: type, recipes: Mapping[str, Recipe[Any]], variants: Mapping[str, Variant] | None = None
+) -> Callable[[M], M]:
+    """Class decorator adding a model (and its named variants, `name:variant`) to the registry; a duplicate name
+    is an error, never a silent overwrite."""
 
     def decorate(cls: M) -> M:
         if name in _REGISTRY:
@@ -35,10 +51,37 @@ def register_model(name: str, *, config: type, recipes: Mapping[str, Recipe[Any]
         if params[1:3] != ["config", "spec"]:
             raise TypeError(f"{cls.__qualname__}.__init__ must take (config, spec); it takes {params[1:]}")
         _REGISTRY[name] = ModelEntry(name=name, cls=cls, config=config, recipes=dict(recipes))
+        for key, variant in (variants or {}).items():
+            _VARIANTS[f"{name}:{key}"] = _variant_entry(_REGISTRY[name], key, variant)
         cls.model_name = name  # type: ignore[attr-defined]
         return cls
 
     return decorate
+
+
+def _variant_entry(entry: ModelEntry, key: str, variant: Variant) -> ModelEntry:
+    """The entry of `method:key`: a config subclass whose defaults carry the variant's settings (so its defaults,
+    recipes, overrides and recipe files all start from them) and the method's recipes with the settings applied.
+    Checkpoints record the method's name and every field, so a variant's model loads as the method it is."""
+    hints = typing.get_type_hints(entry.config)
+    unknown = sorted(set(variant.settings) - set(hints))
+    if unknown:
+        raise ValueError(f"variant {entry.name}:{key} sets {unknown}, not fields of {entry.config.__name__}")
+    config = dataclasses.make_dataclass(
+        f"{entry.config.__name__}_{key}",
+        [(f, hints[f], dataclasses.field(default=v)) for f, v in variant.settings.items()],
+        bases=(entry.config,),
+        frozen=True,
+        kw_only=True,
+    )
+    config.__doc__ = f"{entry.config.__name__} with {dict(variant.settings)}: {variant.about}"
+
+    def convert(model: Any) -> Any:
+        return config(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)} | dict(variant.settings))
+
+    recipes = {k: dataclasses.replace(r, model=convert(r.model)) for k, r in entry.recipes.items()}
+    check_fields(config(), config.__name__)
+    return ModelEntry(name=f"{entry.name}:{key}", cls=entry.cls, config=config, recipes=recipes, about=variant.about)
 
 
 def _ensure_registered() -> None:
@@ -46,18 +89,40 @@ def _ensure_registered() -> None:
 
 
 def list_models() -> list[str]:
+    """The methods (one per model file); their variants are in `list_variants`."""
     _ensure_registered()
     return sorted(_REGISTRY)
 
 
+def list_variants(method: str | None = None) -> list[str]:
+    """The named variants, `method:variant`, of every method or of one."""
+    _ensure_registered()
+    return [name for name in _VARIANTS if method is None or name.partition(":")[0] == method]
+
+
 def get_entry(name: str) -> ModelEntry:
     _ensure_registered()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _VARIANTS:
+        return _VARIANTS[name]
+    method, colon, _ = name.partition(":")
+    if colon and method in _REGISTRY:
+        variants = list_variants(method)
+        raise ValueError(
+            f"model {method!r} has no variant {name!r}; its variants: {', '.join(variants) if variants else 'none'}"
+        )
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), list_models(), n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}{hint}")
 
 
 def get_recipe(name: str, dataset: str) -> Recipe[Any]:
+    """Model `name`'s recipe for `dataset` (its model config, training config and source), e.g. ("lmf", "mosi").
+
+    Raises:
+        ValueError: the model has no recipe of that name (the message lists those it has).
+    """
     entry = get_entry(name)
     if dataset not in entry.recipes:
         raise ValueError(f"model {name!r} has no recipe for {dataset!r}; recipes exist for: {', '.join(entry.recipes)}")
@@ -135,8 +200,6 @@ def config_from_dict(name: str, data: Mapping[str, Any]) -> Any:
 
 
 def _build(cls: type, data: Mapping[str, Any]) -> Any:
-    import typing
-
     hints = typing.get_type_hints(cls)
     kwargs = {}
     valid = {f.name for f in dataclasses.fields(cls)}

@@ -18,7 +18,8 @@ Converter = Callable[[StateDict, Any], dict[str, Tensor]]
 
 _CONVERTERS: dict[tuple[str, str], Converter] = {}
 # the modules that register converters; importing them fills _CONVERTERS
-_MODULES: tuple[str, ...] = ("lmf", "tfn", "mult", "sft", "dmd", "emt_dlfr")
+_MODULES: tuple[str, ...] = ("lmf", "tfn", "mult", "sft", "dmd", "emt_dlfr", "tfr_net", "mmim", "ef_lstm", "lf_lstm",
+                                "misa", "self_mm")
 
 
 class ConversionError(ValueError):

@@ -51,6 +51,8 @@ class Sample:
     """modality -> (T_m, D_m)."""
     label: np.ndarray
     """(K,) targets."""
+    masks: dict[str, np.ndarray] | None = None
+    """modality -> (T_m,) bool, True on real steps; None: every step is real."""
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
@@ -68,9 +70,9 @@ def collate(samples: Sequence[Sample]) -> Batch:
         longest = max(max(len(a) for a in arrays), 1)
         x = np.zeros((len(arrays), longest, dims.pop()), dtype=np.float32)
         mask = np.zeros((len(arrays), longest), dtype=bool)
-        for i, a in enumerate(arrays):
+        for i, (a, sample) in enumerate(zip(arrays, samples, strict=True)):
             x[i, : len(a)] = a
-            mask[i, : len(a)] = True
+            mask[i, : len(a)] = True if sample.masks is None else sample.masks[m]
         features[m] = torch.from_numpy(x)
         masks[m] = torch.from_numpy(mask)
     label = torch.from_numpy(np.stack([np.asarray(s.label) for s in samples]))

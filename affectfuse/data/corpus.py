@@ -10,9 +10,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from ..config import MODALITIES, InputSpec
-from .batch import Batch, Sample
+from .batch import Batch, Sample, collate
 
 NonFinite = Literal["error", "zero"]
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -45,8 +46,13 @@ def check_finite(x: np.ndarray, *, source: str, split: str, modality: str, polic
 
 
 @dataclass
-class Split:
-    """One split as padded arrays; `masks` say which steps are real (left- or right-padded alike)."""
+class Split(Dataset):
+    """One split as padded arrays; `masks` say which steps are real (left- or right-padded alike).
+
+    Also a `torch.utils.data.Dataset` of `Sample`s, so a plain DataLoader batches it with the same collate as
+    everything else: ``DataLoader(split, batch_size=32, shuffle=True, collate_fn=split.collate)`` yields `Batch`es
+    (each sample keeps its own mask; `BatchLoader` is the faster path the trainer uses).
+    """
 
     ids: list[str]
     features: dict[str, np.ndarray]
@@ -75,10 +81,23 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __getitem__(self, index: int) -> Sample:
+        """Sample `index`, cut after its last real step of each modality (collate pads it again)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} is out of range for a split of {len(self)} samples")
+        features, masks = {}, {}
+        for m, x in self.features.items():
+            real = np.flatnonzero(self.masks[m][index])
+            stop = int(real[-1]) + 1 if real.size else 0
+            features[m] = x[index, :stop]
+            masks[m] = self.masks[m][index, :stop]
+        return Sample(id=self.ids[index], features=features, label=self.labels[index], masks=masks)
+
+    collate = staticmethod(collate)
+    """The collate function for `torch.utils.data.DataLoader(split, collate_fn=split.collate)`."""
+
     @classmethod
     def from_samples(cls, samples: Sequence[Sample]) -> Split:
-        from .batch import collate
-
         batch = collate(samples)
         return cls(
             ids=batch.ids,

@@ -5,7 +5,11 @@ Data specs:
 * a path to a file or folder: the format is detected by content (`formats.load_corpus`);
 * ``mosi-utterance`` or ``mosi-utterance:ROOT``: CMU-MOSI bc-LSTM utterance features (`formats.load_mosi_utterance`);
 * ``pom`` or ``pom:ROOT``: POM in MFN's HDF5 release (`formats.read_mfn_h5`);
-* ``synthetic`` or ``synthetic:key=value,...``: the synthetic corpus (`synthetic.synthetic_from_options`).
+* ``synthetic`` or ``synthetic:key=value,...``: the synthetic corpus (`synthetic.synthetic_from_options`);
+* MMSA's dataset names ``mosi``, ``mosei``, ``sims``, ``simsv2`` and ``iemocap``, optionally ``:aligned`` /
+  ``:unaligned`` (default) and ``:ROOT``: the processed feature files at the paths MMSA's config gives them
+  (``MOSI/Processed/unaligned_50.pkl``, ``SIMS/Processed/unaligned_39.pkl``, ...; IEMOCAP, which MMSA lacks, as
+  MulT releases it: ``IEMOCAP/iemocap_data_noalign.pkl``), named after the dataset so that its recipe applies.
 
 Named corpora take precedence over a same-named relative path (write ``./pom`` for a folder called `pom`). Without
 ROOT they are looked up as ``<data root>/mosi`` and ``<data root>/pom`` under, in order: ``$AFFECTFUSE_DATA`` (one
@@ -15,6 +19,9 @@ to the affectfuse checkout.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import logging
 import os
 import re
 import warnings
@@ -28,14 +35,26 @@ import affectfuse
 from .corpus import Corpus, NonFinite, Split
 from .formats import load_corpus, load_mosi_utterance, read_mfn_h5
 
+logger = logging.getLogger(__name__)
+
 _NAMED: dict[str, tuple[str, str]] = {
     # name -> (folder under a data root, a file or folder that marks it)
     "mosi-utterance": ("mosi", "bclstm_utterance_features"),
     "pom": ("pom", "y_train.h5"),
 }
 
+# MMSA's config (`featurePath` under its dataset root) and, for IEMOCAP, MulT's released file names
+MMSA_FILES: dict[str, dict[str, str]] = {
+    "mosi": {"unaligned": "MOSI/Processed/unaligned_50.pkl", "aligned": "MOSI/Processed/aligned_50.pkl"},
+    "mosei": {"unaligned": "MOSEI/Processed/unaligned_50.pkl", "aligned": "MOSEI/Processed/aligned_50.pkl"},
+    "sims": {"unaligned": "SIMS/Processed/unaligned_39.pkl"},
+    "simsv2": {"unaligned": "SIMSv2/Processed/sims_unaligned.pkl"},
+    "iemocap": {"unaligned": "IEMOCAP/iemocap_data_noalign.pkl", "aligned": "IEMOCAP/iemocap_data.pkl"},
+}
+
 VALID_FORMS = (
     "PATH (a file or folder; its format is detected by content)",
+    "mosi | mosei | sims | simsv2 | iemocap, each [:aligned|:unaligned][:ROOT] (MMSA's processed files)",
     "mosi-utterance | mosi-utterance:ROOT",
     "pom | pom:ROOT",
     "synthetic | synthetic:key=value,...",
@@ -125,6 +144,9 @@ def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
         if options:
             raise ValueError(f"pom takes no reader options, got {sorted(options)}")
         return read_mfn_h5(resolve_root(name, rest or None), nonfinite=nonfinite)
+    if name in MMSA_FILES:
+        corpus = load_corpus(resolve_mmsa(name, rest), nonfinite=nonfinite, **options)
+        return dataclasses.replace(corpus, name=name)  # the file's stem (unaligned_50) names no recipe
     path = Path(spec).expanduser()
     if path.exists():
         return load_corpus(path, nonfinite=nonfinite, **options)
@@ -133,7 +155,39 @@ def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
     if _looks_like_path(spec) and not named:
         raise FileNotFoundError(f"no such file or folder: {path}")
     forms = "\n".join(f"  {f}" for f in VALID_FORMS)
-    raise ValueError(f"unknown data spec {spec!r} (not a named corpus, not an existing path); valid forms:\n{forms}")
+    close = difflib.get_close_matches(name.lower(), [*MMSA_FILES, *_NAMED, "synthetic"], n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"unknown data spec {spec!r} (not a named corpus, not an existing path){hint} valid forms:\n{forms}"
+    )
+
+
+def resolve_mmsa(name: str, rest: str = "") -> Path:
+    """The file of MMSA dataset `name` for a spec's tail ``[aligned|unaligned][:ROOT]``: ROOT (a data root, or the
+    file itself), else the first data root holding it (`data_roots`).
+
+    Raises:
+        FileNotFoundError: saying which file is expected where, and how to point at it.
+        ValueError: an alignment the dataset is not released in.
+    """
+    files = MMSA_FILES[name]
+    head, _, tail = rest.partition(":")
+    alignment, root = (head, tail) if head in ("aligned", "unaligned") else ("unaligned", rest)
+    if alignment not in files:
+        raise ValueError(f"{name}: MMSA releases no {alignment} features; use {' or '.join(map(repr, files))}")
+    relative = files[alignment]
+    roots = [Path(root).expanduser()] if root else data_roots()
+    for base in roots:
+        for candidate in (base, base / relative, base / relative.lower()):
+            if candidate.is_file():
+                logger.info(f"{name}: reading {candidate}")
+                return candidate
+    looked = ", ".join(str(b / relative) for b in roots)
+    raise FileNotFoundError(
+        f"{name}: {relative} not found (looked for {looked}). Put MMSA's processed file there, e.g. "
+        f"$AFFECTFUSE_DATA/{relative} with AFFECTFUSE_DATA=/path/to/datasets (MMSA's dataset root), or pass the file "
+        f"itself: --data /path/to/{Path(relative).name}"
+    )
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -1,6 +1,11 @@
 """Checkpoints: one `torch.save` dict (name, config, input spec, training config, weights, metrics, and a sha256 of
 all of it), written atomically and loaded with `weights_only=True` so a checkpoint can never run code; a checkpoint
-whose bytes changed since it was written is refused as corrupted."""
+whose bytes changed since it was written is refused as corrupted.
+
+Model folders, in the Hugging Face habit: `save_pretrained(model, DIR)` writes `config.json` (model name, its config,
+the input spec it was built for, metrics) and `model.safetensors` (the weights: tensors and nothing else, so loading
+never runs code, and other tools read them directly); `from_pretrained(DIR)` rebuilds the model. Local folders only:
+nothing is downloaded. `load_model` takes either form."""
 
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ import torch
 from .. import __version__
 from ..config import InputSpec
 from ..config.registry import config_from_dict, config_to_dict, get_entry
-from ..io import atomic_write, readable_file
+from ..io import atomic_write, ensure_folder, readable_file, write_json
 
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PRETRAINED_FORMAT = "affectfuse-pretrained"
 FORMAT_VERSION = 2
 """2: with a sha256 of the content (version 1, without it, still loads)."""
 READABLE_VERSIONS = (1, 2)
@@ -28,6 +36,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path | str, model: Any, *, train: Any = None, metrics: dict[str, Any] | None = None) -> Path:
+    """Write `model` (with its training config `train` and `metrics`, if given) to the checkpoint file `path`,
+    atomically; returns the path. `load_model(path)` rebuilds it."""
     payload = {
         "format_version": FORMAT_VERSION,
         "affectfuse_version": __version__,
@@ -57,7 +67,8 @@ def content_digest(payload: dict[str, Any]) -> str:
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder, expected a .pt file (e.g. {path}/best.pt)")
+        raise CheckpointError(f"checkpoint {path} is a folder, expected a .pt file (e.g. {path}/best.pt) or a folder "
+                              f"written by save_pretrained (holding {CONFIG_NAME} and {WEIGHTS_NAME})")
     readable_file(path, "checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -85,22 +96,91 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
 
 
 def load_model(path: Path | str) -> Any:
-    """Rebuild a trained model through the registry (on CPU, in eval mode) from a checkpoint written by `fit`."""
+    """Rebuild a trained model through the registry (on CPU, in eval mode) from a checkpoint written by `fit`, or
+    from a folder written by `save_pretrained`."""
+    if is_pretrained_folder(path):
+        return from_pretrained(path)
     payload = read_checkpoint(path)
+    return _rebuild(payload, payload["state_dict"], path)
+
+
+def _rebuild(meta: dict[str, Any], weights: dict[str, torch.Tensor], where: Path | str) -> Any:
+    """The registered model `meta` names, built from its config and spec, holding exactly `weights`."""
     try:
-        entry = get_entry(payload["model_name"])
-        config = config_from_dict(entry.name, payload["config"])
-        spec = InputSpec.from_dict(payload["spec"])
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(f"{path}: {error}") from None
+        entry = get_entry(meta["model_name"])
+        config = config_from_dict(entry.name, meta["config"])
+        spec = InputSpec.from_dict(meta["spec"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{where}: {error}") from None
     model = entry.cls(config, spec)
     try:
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # shape mismatches
-        raise CheckpointError(f"{path}: weights do not fit model {entry.name!r}: {str(error)[:300]}") from None
+        raise CheckpointError(f"{where}: weights do not fit model {entry.name!r}: {str(error)[:300]}") from None
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: weights do not fit model {entry.name!r} with the saved config "
+            f"{where}: weights do not fit model {entry.name!r} with the saved config "
             f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
     return model.eval()
+
+
+def is_pretrained_folder(path: Path | str) -> bool:
+    """Whether `path` is a folder written by `save_pretrained`."""
+    path = Path(path)
+    return path.is_dir() and (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
+def save_pretrained(model: Any, directory: Path | str, *, metrics: dict[str, Any] | None = None) -> Path:
+    """Write `model` into the folder `directory` as `config.json` + `model.safetensors`; returns the folder.
+
+    `metrics` (e.g. its test scores) are kept in `config.json` for whoever reads the folder. Reload with
+    `from_pretrained(directory)` (or `load_model`, or any command that takes a checkpoint).
+    """
+    from safetensors.torch import save
+
+    directory = ensure_folder(Path(directory).expanduser())
+    # clones: safetensors refuses tensors that share storage (tied weights) and needs contiguous ones
+    weights = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(save(weights, metadata={"format": "pt"})))
+    meta = {
+        "format": PRETRAINED_FORMAT,
+        "format_version": 1,
+        "affectfuse_version": __version__,
+        "model_name": model.model_name,
+        "config": config_to_dict(model.config),
+        "spec": model.spec.to_dict(),
+        "metrics": metrics or {},
+    }
+    write_json(directory / CONFIG_NAME, meta)
+    return directory
+
+
+def from_pretrained(directory: Path | str) -> Any:
+    """Rebuild the model that `save_pretrained` wrote into `directory` (on CPU, in eval mode).
+
+    Raises:
+        CheckpointError: a file is missing or corrupted, the config names no known model, or the weights do not fit
+            it; the message names the folder or file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a folder; expected one written by save_pretrained, holding "
+                              f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+    config_file = readable_file(directory / CONFIG_NAME, "pretrained config")
+    weights_file = readable_file(directory / WEIGHTS_NAME, "pretrained weights")
+    try:
+        meta = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_file} is not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != PRETRAINED_FORMAT:
+        raise CheckpointError(f'{config_file} is not an affectfuse pretrained config (no "format": '
+                              f'"{PRETRAINED_FORMAT}")')
+    try:
+        weights = load_file(weights_file)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights_file} is corrupted or not a safetensors file ({error})") from None
+    return _rebuild(meta, weights, directory)

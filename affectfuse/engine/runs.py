@@ -9,7 +9,7 @@ import io
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from ..data.corpus import Corpus
 from ..data.tasks import describe_task
 from ..io import atomic_write, sha256_file, write_json
 from ..outputs import FinishedRunError, claim, prepare_run
+from ..trackers import check_trackers, open_trackers
 from .baselines import baselines, better, confusion, result_warnings
 from .checkpoint import load_model, save_checkpoint
 from .evaluate import predict
@@ -87,6 +88,7 @@ def train_model(
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     overwrite: bool = False,
+    trackers: Sequence[str] = (),
 ) -> RunResult:
     """Train one model with one seed; select on validation; touch the test split once, with the selected weights.
 
@@ -97,7 +99,11 @@ def train_model(
     `out_dir` is held by this process while it trains (a second writer is refused). A finished run there is reused
     when it was trained with the same settings on the same data (by content), refused otherwise; `overwrite=True`
     trains again, keeping the old files in `attempt-N/`, as are those of an earlier attempt that did not finish.
+    `trackers` (`affectfuse.trackers`: tensorboard, mlflow, wandb) log the settings and every epoch into `out_dir`.
     """
+    check_trackers(trackers)
+    if trackers and out_dir is None:
+        raise ValueError(f"trackers {list(trackers)} write into the run's folder: give an output folder")
     corpus = ready_for_training(corpus)
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
     user = {**(overrides or {}), "train.seed": seed}
@@ -113,8 +119,12 @@ def train_model(
         if finished is not None:
             return finished
         prepare_run(out_dir, overwrite=overwrite)
-        return _train(model_name, corpus, recipe_name, config, train, Path(out_dir), progress, on_epoch, request,
-                      search=search)
+        on_epoch, close = open_trackers(trackers, out_dir, f"{model_name} seed {seed}", request, also=on_epoch)
+        try:
+            return _train(model_name, corpus, recipe_name, config, train, Path(out_dir), progress, on_epoch, request,
+                          search=search)
+        finally:
+            close()
 
 
 @dataclass

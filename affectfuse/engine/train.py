@@ -1,9 +1,10 @@
 """THE training loop, identical for every method.
 
 It knows nothing about any model beyond the contract in `models/base.py`: it calls `model.loss(batch)`, back-propagates
-`total`, logs `terms`, builds the optimiser from `model.param_groups(train)`, scores the validation split with
-`model(batch).prediction`, early-stops on a metric whose direction the metric declares, and keeps the best weights.
-The test split is never seen here: model selection uses validation only.
+`total`, logs `terms`, builds the optimiser from `model.param_groups(train)` (one per stage for a model that declares
+optimisation stages, `FusionModel.stages`: each stage a pass of its own loss stepping its own parameters), scores
+the validation split with `model(batch).prediction`, early-stops on a metric whose direction the metric declares, and
+keeps the best weights. The test split is never seen here: model selection uses validation only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..config import TrainConfig
 from ..data.batch import Batch
 from ..data.corpus import BatchLoader, Split
 from ..io import append_line, ensure_folder
+from ..progress import run_position
 from .checkpoint import save_checkpoint
 from .evaluate import evaluate
 from .metrics import metrics_for
@@ -160,7 +162,7 @@ def fit(
         # on CPU each process normalises by its own share's statistics)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    optimizer = build_optimizer(model, train)
+    stages, stage_optimizers, optimizer = build_optimizers(model, train, world_size)
     # `loss` may run the network several times (EMT-DLFR's two views, DMD's branches), so it is what gets compiled
     loss_fn = torch.compile(model.loss) if train.compile else model.loss
     ddp = None
@@ -194,11 +196,14 @@ def fit(
         unit="epoch",
         disable=not progress,
         leave=False,
+        position=run_position(),  # below a sweep's / run's / tune's overall bar
     )
     for epoch in epochs:
         start = time.perf_counter()
-        train_terms = train_epoch(
-            model, train_loader, optimizer, train, device, ddp=ddp, loss_fn=loss_fn, scaler=scaler
+        train_terms = (
+            train_stages(model, train_loader, stages, stage_optimizers, train, device, scaler=scaler)
+            if stages
+            else train_epoch(model, train_loader, optimizer, train, device, ddp=ddp, loss_fn=loss_fn, scaler=scaler)
         )
         if not math.isfinite(train_terms["total"]):
             raise FloatingPointError(
@@ -289,14 +294,90 @@ def shard_batch(batch: Batch, rank: int, world_size: int) -> Batch:
     )
 
 
+def new_optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer` over `groups`, fused where PyTorch has the kernel: one fused kernel for every parameter
+    instead of ~10 small ops each (the default on CPU), 2.6 ms instead of 14 ms per step for MulT's 657 tensors; the
+    same update up to float rounding."""
+    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer]
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return optimizer_class(groups, lr=train.lr, weight_decay=train.weight_decay, fused=fused or None)
+
+
 def build_optimizer(model: Any, train: TrainConfig) -> torch.optim.Optimizer:
     """The optimiser over `model.param_groups(train)`; refuses groups that skip or repeat a parameter."""
     if train.accumulate < 1:
         raise ValueError(f"accumulate must be >= 1, got {train.accumulate}")
-    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer]
-    optimizer = optimizer_class(model.param_groups(train), lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = new_optimizer(model.param_groups(train), train)
     check_param_groups(model, optimizer)
     return optimizer
+
+
+def build_optimizers(
+    model: Any, train: TrainConfig, world_size: int = 1
+) -> tuple[list[Any] | None, list[torch.optim.Optimizer], torch.optim.Optimizer]:
+    """(the model's stages or None, one optimiser per stage, the optimiser the scheduler follows): for a staged
+    model the last (main) stage's, as MMIM's official trainer schedules its main optimiser; else the one optimiser."""
+    stages = model.stages()
+    if not stages:
+        return None, [], build_optimizer(model, train)
+    if world_size > 1 or train.compile:
+        raise ValueError(f"{model.model_name} trains in stages ({', '.join(s.name for s in stages)}), which "
+                         "data-parallel training and train.compile do not support; run it in one process, uncompiled")
+    optimizers = build_stage_optimizers(model, train, stages)
+    return stages, optimizers, optimizers[-1]
+
+
+def build_stage_optimizers(model: Any, train: TrainConfig, stages: list[Any]) -> list[torch.optim.Optimizer]:
+    """One optimiser per stage (`models.base.Stage`) over `model.param_groups(train)` restricted to the parameters the
+    stage selects; refuses stages that leave a parameter out, share one, or select none."""
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    owner: dict[str, list[str]] = {n: [s.name for s in stages if s.params(n)] for n in names.values()}
+    wrong = {n: o for n, o in owner.items() if len(o) != 1}
+    if wrong:
+        raise ValueError(f"stages of {type(model).__name__} must each own their parameters; owners: "
+                         f"{dict(list(wrong.items())[:4])}")
+    groups = model.param_groups(train)
+    optimizers = []
+    for stage in stages:
+        mine = [g | {"params": [p for p in g["params"] if stage.params(names[id(p)])]} for g in groups]
+        mine = [g for g in mine if g["params"]]
+        if not mine:
+            raise ValueError(f"stage {stage.name!r} of {type(model).__name__} selects no trainable parameter")
+        optimizers.append(new_optimizer(mine, train))
+    check_param_groups(model, _Union(optimizers))
+    return optimizers
+
+
+class _Union:
+    """The parameter groups of several optimisers, as `check_param_groups` reads them."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.param_groups = [g for o in optimizers for g in o.param_groups]
+
+
+def train_stages(
+    model: Any,
+    loader: BatchLoader,
+    stages: list[Any],
+    optimizers: list[torch.optim.Optimizer],
+    train: TrainConfig,
+    device: torch.device,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, float]:
+    """One epoch of a staged model: each stage's pass over (its fraction of) `loader`, in order. The last stage's
+    terms are returned as they are, every earlier stage's under `<stage>/`."""
+    terms: dict[str, float] = {}
+    for i, (stage, optimizer) in enumerate(zip(stages, optimizers, strict=True)):
+        if stage.start is not None:
+            stage.start()
+        limit = max(1, math.ceil(stage.fraction * len(loader)))
+        done = train_epoch(model, loader, optimizer, train, device, loss_fn=stage.loss, scaler=scaler, limit=limit,
+                           zero_all=True)
+        last = i == len(stages) - 1
+        terms |= done if last else {f"{stage.name}/{k}": v for k, v in done.items()}
+    return terms
 
 
 def train_epoch(
@@ -309,18 +390,28 @@ def train_epoch(
     ddp: torch.nn.parallel.DistributedDataParallel | None = None,
     loss_fn: Callable[[Batch], Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    limit: int | None = None,
+    zero_all: bool = False,
 ) -> dict[str, float]:
-    """One pass over `loader`; returns every loss term averaged over samples (over all processes under `ddp`).
+    """One pass over `loader` (its first `limit` batches); returns every loss term averaged over samples (over all
+    processes under `ddp`).
 
-    `loss_fn` defaults to `model.loss` (`fit` passes the compiled one with `train.compile`); the loss runs under
-    `train.precision`'s autocast, and `scaler` scales it for fp16."""
+    `loss_fn` defaults to `model.loss` (`fit` passes the compiled one with `train.compile`, `train_stages` a stage's
+    loss); the loss runs under `train.precision`'s autocast, and `scaler` scales it for fp16. `zero_all`: zero every
+    parameter's gradient after each step, not only the optimiser's (a stage's loss reaches parameters it does not
+    step)."""
     loss_fn = loss_fn or model.loss
     model.train()
     sums: dict[str, torch.Tensor] = {}
     count = 0
     optimizer.zero_grad(set_to_none=True)
+    if zero_all:
+        model.zero_grad(set_to_none=True)
+    last = len(loader) if limit is None else min(limit, len(loader))
     for step, batch in enumerate(loader, start=1):
-        stepping = not (step % train.accumulate and step != len(loader))
+        if step > last:
+            break
+        stepping = not (step % train.accumulate and step != last)
         if ddp is None:
             with autocast(device, train.precision):
                 losses = loss_fn(batch.to(device))
@@ -344,6 +435,8 @@ def train_epoch(
         count += len(batch)
         if stepping:  # else accumulate gradients over `accumulate` batches, as the official EMT-DLFR/DMD code does
             optimizer_step(model, optimizer, train, scaler)
+            if zero_all:
+                model.zero_grad(set_to_none=True)
     if ddp is not None:  # the logged loss is the global one, so every process sees (and checks) the same value
         import torch.distributed as dist
 

@@ -44,7 +44,7 @@ FIRST_SEED = 1111
 """`seeds = K` means K consecutive seeds from MMSA's first seed, 1111."""
 
 TOP_LEVEL = {"name", "models", "data", "seeds", "recipe", "set", "set_model", "setting", "nonfinite", "tensorboard",
-             "out"}
+             "trackers", "out"}
 SETTING_KEYS = {"name", "set", "missing_rate"}
 
 
@@ -73,6 +73,8 @@ class Experiment:
     model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     nonfinite: str = "error"
     tensorboard: bool = False
+    trackers: tuple[str, ...] = ()
+    """Experiment trackers per run (`experiments.trackers`: tensorboard, mlflow, wandb); `tensorboard` adds one."""
     out: str = ""
     """Default output folder (the command's --out wins); empty: runs/experiments/<name>."""
     source: str = ""
@@ -93,6 +95,7 @@ class Run:
     missing_rate: float = 0.0
     nonfinite: str = "error"
     tensorboard: bool = False
+    trackers: tuple[str, ...] = ()
     data_sha256: str = ""
     """Content fingerprint of the data (`Corpus.fingerprint`), filled in by the runner: a stored result is reused
     only for the same data, not merely the same path."""
@@ -248,12 +251,24 @@ def parse_experiment(raw: Mapping[str, Any], *, source: str = "<experiment>") ->
         model_overrides=model_overrides,
         nonfinite=nonfinite,
         tensorboard=bool(raw.get("tensorboard", False)),
+        trackers=_trackers(raw.get("trackers", []), source),
         out=str(raw.get("out", "")),
         source=source,
     )
     for run in plan(experiment):
         check_overrides(run, source)
     return experiment
+
+
+def _trackers(names: Any, source: str) -> tuple[str, ...]:
+    from ..trackers import TRACKERS
+
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in TRACKERS] if isinstance(names, list) else [names]
+    if unknown:
+        raise ValueError(f"{source}: trackers must be a list of {', '.join(TRACKERS)}; got {unknown}")
+    return tuple(names)
 
 
 def load_experiment(path: Path | str) -> Experiment:
@@ -285,6 +300,7 @@ def plan(experiment: Experiment) -> list[Run]:
                         missing_rate=setting.missing_rate,
                         nonfinite=experiment.nonfinite,
                         tensorboard=experiment.tensorboard,
+                        trackers=experiment.trackers,
                     ))
     return runs
 

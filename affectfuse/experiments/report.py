@@ -106,86 +106,27 @@ def latex(experiment: Experiment, table: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _monitor(row: dict[str, Any]) -> str:
-    monitor = (row.get("train") or {}).get("monitor", "auto")
-    valid = row["history"][0]["valid"] if row.get("history") else row["valid"]
-    if monitor in valid:
-        return monitor
-    return "mae" if "mae" in valid else next(iter(valid))  # the mosi/sims/traits families monitor MAE by default
+def plot_bars(label: str, entry: dict[str, Any], by_cell: dict[tuple[str, str], list[dict[str, Any]]],
+              path: Path) -> Path:
+    """One panel per metric; one bar per row (model / setting) from zero, the std over seeds as its error bar and
+    each seed's value as a dot (`plots.draw_bars`)."""
+    from .. import plots
 
-
-def plot_bars(label: str, entry: dict[str, Any], path: Path) -> Path:
-    """One panel per metric; one bar per row (model / setting) with the std over seeds as its error bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys, names = entry["keys"], list(entry["test"])
-    columns = min(4, len(keys))
-    rows = math.ceil(len(keys) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, key in zip(axes.flat, keys, strict=False):
-        means = [entry["test"][n].get(key, (math.nan, math.nan))[0] for n in names]
-        stds = [entry["test"][n].get(key, (math.nan, math.nan))[1] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=3,
-               color=[colours[i % len(colours)] for i in range(len(names))])
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-        ax.set_title(key, fontsize=9)
-        finite = [m - s for m, s in zip(means, stds, strict=True) if math.isfinite(m - s)]
-        if finite and min(finite) > 0:  # zoom in: differences between models are small next to the values
-            top = max(m + s for m, s in zip(means, stds, strict=True) if math.isfinite(m + s))
-            ax.set_ylim(max(0.0, min(finite) - 0.1 * (top - min(finite) + 1e-9)), top + 0.05 * (top + 1e-9))
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.suptitle(f"{label} ({entry['spec']}): test, mean ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    names = list(entry["test"])
+    seed_values = {name: {r["seed"]: r["test"] for r in runs}
+                   for name, runs in zip(names, by_cell.values(), strict=True)}
+    return plots.save(plots.draw_bars(f"{label} ({entry['spec']})", entry["test"], entry["keys"], seed_values), path)
 
 
 def plot_curves(label: str, by_cell: dict[tuple[str, str], list[dict[str, Any]]], path: Path) -> Path:
-    """Per model: training loss and the monitored validation metric per epoch, one line per (setting, seed)."""
-    import matplotlib
+    """Per model (/ setting): training loss and the monitored validation metric per epoch, one line per seed."""
+    from .. import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(model for model, _ in by_cell))
-    settings = list(dict.fromkeys(setting for _, setting in by_cell))
-    fig, axes = plt.subplots(len(models), 2, figsize=(9, 2.4 * len(models)), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, model in enumerate(models):
-        for (m, setting), runs in by_cell.items():
-            if m != model:
-                continue
-            colour = colours[settings.index(setting) % len(colours)]
-            for j, run in enumerate(runs):
-                history = run["history"] or []
-                monitor = _monitor(run)
-                epochs = [h["epoch"] for h in history]
-                tag = setting if j == 0 and len(settings) > 1 else None
-                axes[i, 0].plot(epochs, [h["train"]["total"] for h in history], color=colour, alpha=0.7, label=tag)
-                axes[i, 1].plot(epochs, [h["valid"][monitor] for h in history], color=colour, alpha=0.7)
-                axes[i, 1].scatter([run["best_epoch"]], [run["valid"][monitor]], color=colour, s=12, zorder=3)
-                axes[i, 1].set_ylabel(f"valid {monitor}", fontsize=8)
-        axes[i, 0].set_ylabel(f"{model}\ntrain loss", fontsize=8)
-        if len(settings) > 1:
-            axes[i, 0].legend(fontsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    fig.suptitle(f"{label}: training curves (one line per seed; dot = selected epoch)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    several = len({setting for _, setting in by_cell}) > 1
+    runs = [{"group": f"{model} / {setting}" if several else model, "seed": run["seed"], "history": run["history"],
+             "best_epoch": run["best_epoch"], "monitor": (run.get("train") or {}).get("monitor", "auto")}
+            for (model, setting), rows in by_cell.items() for run in rows]
+    return plots.save(plots.draw_training_curves(label, runs), path)
 
 
 def write_reports(experiment: Experiment, store: ResultStore, out: Path, *, plots: bool = True,
@@ -210,7 +151,7 @@ def write_reports(experiment: Experiment, store: ResultStore, out: Path, *, plot
     if plots:
         for label, entry in table.items():
             if entry["test"]:
-                paths[f"bars_{label}"] = plot_bars(label, entry, out / "plots" / f"bars_{label}.png")
+                paths[f"bars_{label}"] = plot_bars(label, entry, cells[label], out / "plots" / f"bars_{label}.png")
                 paths[f"curves_{label}"] = plot_curves(label, cells[label], out / "plots" / f"curves_{label}.png")
     return paths
 

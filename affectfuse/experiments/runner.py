@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -29,9 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from ..outputs import claim
+from ..progress import job_bar
+from ..trackers import check_trackers
 from ..workers import stopped_on_exit, watch_parent
 from .plan import Experiment, Run, plan, with_fingerprints
 from .store import ResultStore
+
+logger = logging.getLogger(__name__)
 
 Outcome = tuple[Run, dict[str, Any] | None, BaseException | None]
 
@@ -90,8 +95,9 @@ def run_dir(out_dir: Path | str, run: Run) -> Path:
     return Path(out_dir) / "runs" / run.model / run.data / run.setting / f"seed{run.seed}"
 
 
-def execute_run(run: Run, out_dir: str, threads: int = 1) -> dict[str, Any]:
-    """Train and test one (cell, seed); returns what the store keeps. Runs in a worker process or a Ray task."""
+def execute_run(run: Run, out_dir: str, threads: int = 1, progress: bool = False) -> dict[str, Any]:
+    """Train and test one (cell, seed); returns what the store keeps. Runs in a worker process or a Ray task (no
+    epoch bar there: only the parent's overall bar is drawn), or in this process (`progress`: its epoch bar)."""
     import torch
 
     from ..engine.runs import train_model
@@ -99,17 +105,9 @@ def execute_run(run: Run, out_dir: str, threads: int = 1) -> dict[str, Any]:
     torch.set_num_threads(threads)
     corpus = _corpus(run.data_spec, run.nonfinite, run.missing_rate)
     folder = run_dir(out_dir, run)
-    on_epoch, close = (None, None)
-    if run.tensorboard:
-        from .tblog import tensorboard_callback
-
-        on_epoch, close = tensorboard_callback(folder / "tensorboard", run.key)
-    try:
-        result = train_model(run.model, corpus, seed=run.seed, recipe=run.recipe, overrides=dict(run.overrides),
-                             out_dir=folder, progress=False, on_epoch=on_epoch)
-    finally:
-        if close is not None:
-            close()
+    trackers = (*run.trackers, *(("tensorboard",) if run.tensorboard else ()))
+    result = train_model(run.model, corpus, seed=run.seed, recipe=run.recipe, overrides=dict(run.overrides),
+                         out_dir=folder, progress=progress, trackers=trackers)
     saved = json.loads((folder / "result.json").read_text())
     history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
     return {
@@ -129,10 +127,10 @@ def execute_run(run: Run, out_dir: str, threads: int = 1) -> dict[str, Any]:
     }
 
 
-def _in_process(pending: list[Run], out_dir: str, threads: int) -> Iterator[Outcome]:
+def _in_process(pending: list[Run], out_dir: str, threads: int, progress: bool) -> Iterator[Outcome]:
     for run in pending:
         try:
-            yield run, execute_run(run, out_dir, threads), None
+            yield run, execute_run(run, out_dir, threads, progress), None
         except Exception as error:  # noqa: BLE001  (reported with the run's key; the other runs go on)
             yield run, None, error
 
@@ -184,12 +182,14 @@ def run_experiment(
     threads: int = 1,
     ray_address: str | None = None,
     limit: int | None = None,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run every run of `experiment` not yet in `out_dir/results.sqlite`, then write the reports.
 
     workers: parallel runs (local processes, or Ray tasks in flight with `--ray local`); 0 runs them one after the
     other in this process. limit: run at most this many of the missing runs (the rest stay missing).
+    log: where messages go (default: this module's logger, at info level); progress: an overall bar of the runs.
     Returns counts, failures and the report paths.
     """
     from .report import write_reports
@@ -201,9 +201,10 @@ def run_experiment(
         runs = with_fingerprints(plan(experiment))
         done = store.done(runs)
         pending = [r for r in runs if r.key not in done]
+        check_trackers(experiment.trackers + (("tensorboard",) if experiment.tensorboard else ()))  # before any run
         if limit is not None:
             pending = pending[:limit]
-        say = log or (lambda _: None)
+        say = log or logger.info
         executor = f"ray:{ray_address}" if ray_address else ("processes" if workers > 0 else "in-process")
         say(f"{experiment.name}: {len(runs)} runs, {len(done)} already stored, {len(pending)} to run ({executor})")
         if ray_address:
@@ -211,19 +212,21 @@ def run_experiment(
         elif workers > 0 and len(pending) > 1:
             outcomes = _processes(pending, str(out), threads, workers)
         else:
-            outcomes = _in_process(pending, str(out), threads)
+            outcomes = _in_process(pending, str(out), threads, progress)
         failed: dict[str, str] = {}
         start = time.perf_counter()
-        for count, (run, result, error) in enumerate(outcomes, start=1):
-            if error is not None:
-                failed[run.key] = f"{type(error).__name__}: {error}"
-                say(f"[{count}/{len(pending)}] {run.key} FAILED: {failed[run.key]}")
-                continue
-            assert result is not None
-            store.put(run, {**result, "executor": executor})
-            main = next(iter(result["test"]))
-            say(f"[{count}/{len(pending)}] {run.key}: test {main} {result['test'][main]:.4f} "
-                f"({result['seconds']:.1f} s; {time.perf_counter() - start:.0f} s elapsed)")
+        with job_bar(len(runs), done=len(runs) - len(pending), desc=experiment.name, enabled=progress) as bar:
+            for count, (run, result, error) in enumerate(outcomes, start=1):
+                bar.update(1)
+                if error is not None:
+                    failed[run.key] = f"{type(error).__name__}: {error}"
+                    say(f"[{count}/{len(pending)}] {run.key} FAILED: {failed[run.key]}")
+                    continue
+                assert result is not None
+                store.put(run, {**result, "executor": executor})
+                main = next(iter(result["test"]))
+                say(f"[{count}/{len(pending)}] {run.key}: test {main} {result['test'][main]:.4f} "
+                    f"({result['seconds']:.1f} s; {time.perf_counter() - start:.0f} s elapsed)")
         reports = write_reports(experiment, store, out, runs=runs)
         return {
             "experiment": experiment.name,

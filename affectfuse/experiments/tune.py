@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ from ..config.recipes import write_recipe
 from ..config.registry import get_entry
 from ..io import atomic_write
 from ..outputs import claim
+from ..progress import job_bar
+
+logger = logging.getLogger(__name__)
 
 KINDS = ("choice", "int", "float", "log")
 
@@ -92,12 +96,14 @@ def tune(
     overrides: dict[str, Any] | None = None,
     out_dir: Path | str | None = None,
     nonfinite: str = "error",
-    log: Any = print,
+    log: Any = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Search until the study in `out_dir` has `trials` finished (complete or pruned) trials; write recipe.json.
 
     `overrides` are fixed for every trial (e.g. ``{"train.max_epochs": 20}``); the search space may not repeat them.
-    Every trial trains with the same `seed`, so trials differ only by their configuration.
+    Every trial trains with the same `seed`, so trials differ only by their configuration. Messages go to `log`
+    (default: this module's logger); `progress` draws an overall bar of the trials above each trial's epoch bar.
     """
     optuna = _optuna()
     from ..data.datasets import load_data
@@ -145,7 +151,7 @@ def tune(
 
             try:
                 result = train_model(model, corpus, seed=seed, recipe=recipe, overrides={**fixed, **params},
-                                     progress=False, on_epoch=report)
+                                     progress=progress, on_epoch=report)
             except FloatingPointError as error:  # a diverging configuration is a bad trial, not a crash
                 trial.set_user_attr("error", str(error))
                 raise optuna.TrialPruned(str(error)) from None
@@ -154,13 +160,18 @@ def tune(
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         remaining = trials - len(study.get_trials(states=finished))
         if remaining > 0:
-            log(f"tune {model} on {data}: {remaining} trial(s) to run, {direction} validation {monitor}")
+            say = log or logger.info
+            say(f"tune {model} on {data}: {remaining} trial(s) to run, {direction} validation {monitor}")
+            with job_bar(trials, done=trials - remaining, desc=f"tune {model}", enabled=progress,
+                         unit="trial") as bar:
 
-            def progress(study: Any, trial: Any) -> None:
-                value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else f"{trial.value:.4f}"
-                log(f"  trial {trial.number}: {value} ({trial.user_attrs.get('epochs', '?')} epochs) {trial.params}")
+                def finished_trial(study: Any, trial: Any) -> None:
+                    bar.update(1)
+                    value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else f"{trial.value:.4f}"
+                    say(f"  trial {trial.number}: {value} ({trial.user_attrs.get('epochs', '?')} epochs) "
+                        f"{trial.params}")
 
-            study.optimize(objective, n_trials=remaining, callbacks=[progress], catch=())
+                study.optimize(objective, n_trials=remaining, callbacks=[finished_trial], catch=())
         complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
             raise ValueError(f"tune {model}: no trial completed (all {len(study.trials)} pruned or failed)")

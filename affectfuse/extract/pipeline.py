@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import pickle
@@ -41,6 +42,8 @@ from .extractors import (
 )
 from .media import VIDEO_SUFFIXES, clip_id, find_clips, probe, require_av
 from .transcripts import Words, read_segments, read_transcripts, read_word_csd, read_word_csv, words_for
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: cache files are .npz (arrays) + JSON (names, words), never pickles
 POOL_START_METHOD = "spawn"
@@ -265,8 +268,9 @@ def extract_dataset(
 ) -> ExtractReport:
     """Extract every clip of `source` (one clip or a folder) and write the dataset `out` (MMSA pickle layout).
 
-    Clips without a row in `labels` get label 0 in the test split (the report says so); with no labels at all the
-    dataset is for inspection and prediction only. A report JSON is written beside the dataset.
+    Clips without a row in `labels` are unlabelled: label NaN, in the test split (the report says so); training
+    leaves them out and `evaluate` refuses them. With no labels at all the dataset is for inspection and prediction
+    only. A report JSON is written beside the dataset.
     """
     out = Path(out).expanduser()
     if workers < 1:
@@ -308,7 +312,7 @@ def extract_dataset(
             failed[cid] = "--aligned needs its words (transcript or word timings), and it has none"
             del results[cid]
     for cid, error in failed.items():
-        tqdm.write(f"affectfuse extract: clip {cid} failed and was skipped: {error}")
+        logger.warning(f"affectfuse extract: clip {cid} failed and was skipped: {error}")
     if not results:
         raise ValueError(f"{source}: no clip could be extracted ({len(failed)} failed: {failed})")
 

@@ -4,4 +4,4 @@ Importing a method's module registers it (affectfuse.config.registry); this list
 enumerated.
 """
 
-from . import dmd, emt_dlfr, lmf, mult, sft, tfn  # noqa: F401
+from . import dmd, ef_lstm, emt_dlfr, lf_lstm, lmf, misa, mmim, mult, self_mm, sft, tfn, tfr_net  # noqa: F401

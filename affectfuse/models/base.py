@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,28 @@ class Losses:
     """Every named term of the method's objective, for logging."""
     prediction: Tensor
     """Same as `Output.prediction`, so the trainer needs no second forward for training metrics."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One optimisation stage of a training epoch, for methods trained in alternating stages (MMIM: first the
+    MI estimators' likelihood, then the main objective, each with its own optimiser).
+
+    The generic trainer runs a model's stages in order, each as its own pass over the training data: the stage's
+    `loss` is back-propagated and only the parameters whose names `params` selects are stepped, by an optimiser of
+    their own (built from the model's `param_groups`, restricted to them). Every trainable parameter belongs to exactly
+    one stage. Gradients of all parameters are zeroed before each batch and the recipe's clipping sees all of them
+    (as a training loop that calls `model.zero_grad()` and clips `model.parameters()`).
+    """
+
+    name: str
+    loss: Callable[[Batch], Losses]
+    params: Callable[[str], bool]
+    """Parameter name -> whether this stage's optimiser steps it."""
+    fraction: float = 1.0
+    """Share of the epoch's batches this stage runs on (its pass stops after ceil(fraction x batches))."""
+    start: Callable[[], None] | None = None
+    """Called before the stage's pass (e.g. to clear a memory the loss keeps across the batches of a pass)."""
 
 
 def task_loss(prediction: Tensor, label: Tensor, spec: InputSpec) -> Tensor:
@@ -61,11 +84,25 @@ class FusionModel(nn.Module):
     def param_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": train.lr}]
 
+    def stages(self) -> list[Stage] | None:
+        """The optimisation stages of an epoch, in order (`Stage`); None (the default): one stage, `loss` over every
+        parameter with one optimiser."""
+        return None
+
     def shape_output(self, flat: Tensor) -> Tensor:
         """(B, K*C) head output -> (B, K) scores or (B, K, C) logits, as `spec` declares."""
         if self.spec.task == "regression":
             return flat.reshape(flat.shape[0], self.spec.num_targets)
         return flat.reshape(flat.shape[0], self.spec.num_targets, self.spec.num_classes)
+
+
+def with_rest(model: nn.Module, groups: list[dict[str, Any]], train: TrainConfig) -> list[dict[str, Any]]:
+    """`groups` (a method's own learning rates, e.g. per encoder) plus one group of every other trainable parameter at
+    the training config's lr and weight decay; empty groups are left out."""
+    chosen = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    groups = [*groups, {"params": rest, "lr": train.lr, "weight_decay": train.weight_decay}]
+    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()

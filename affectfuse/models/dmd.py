@@ -27,6 +27,14 @@ Objective (eqs. 6 and 11, with the official code's weights; §6.3 of the spec):
 L_task sums 8 task losses: the prediction, logit_m^homo and logit_m^hetero for each modality, and logits_c.
 L_dtl of a unit = w_logit · (logit distillation) + w_reg · (prior regulariser) [+ w_repr · (representation term)].
 
+Ablations (paper Table 3; the official code has no switches, so what each removes is our reading of the paper):
+`feature_decoupling` (FD), `homo_gd`, `crossmodal_attention` (CA) and `hetero_gd`, all on by default. A switch that
+is off removes its modules and its loss terms (they are absent from `Losses.terms`, not zero-weighted): without FD
+both branches read X̃_m and L_rec, L_cyc, L_ort, L_mar go; without a GD unit its L_dtl goes (the unimodal heads and
+their task terms stay: they are part of L_task); without CA each memory transformer attends over its own s_m. The
+table's rows are registered as variants: `dmd:no_hetero_gd`, `dmd:no_ca`, `dmd:no_ca_hetero_gd`, `dmd:fd_only`,
+`dmd:none` (`affectfuse table dmd-ablation` trains them all).
+
 Symbols: l/a/v = text/audio/vision (the official code orders them l, v, a); m a modality, M how many a corpus has;
 d = `dim`; T'_m the length after the projection; B the batch. Tensors are (B, T, d), channels last: a kernel-1
 convolution is a per-step Linear.
@@ -101,17 +109,25 @@ Deviations from the official code (and where it differs, from the paper):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import MODALITIES, InputSpec, Modalities, Recipe, TrainConfig
-from ..config.registry import register_model
+from ..config import InputSpec, Modalities, Recipe, TrainConfig
+from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import TransformerEncoder, front_align, last_real_step
+from .layers import (  # noqa: F401  (DistillationTerms, logit_distance: part of this method's vocabulary)
+    DistillationTerms,
+    GraphDistillation,
+    TransformerEncoder,
+    front_align,
+    logit_distance,
+    parse_edges,
+    read_last_real_step,
+)
 from .text_encoder import TextEncoder
 
 MIN_MEMORY_LAYERS = 3
@@ -188,6 +204,17 @@ class DMDConfig:
     """Local folder of the BERT model, used only when the corpus's text is BERT token ids; nothing is downloaded."""
     bert_lr: float = 1e-4
     """Learning rate of the text encoder when it has parameters (BERT; official: fine-tuned at the same 1e-4)."""
+    feature_decoupling: bool = True
+    """FD (paper Table 3): split X̃_m into s_m and c_m. Off: both branches read X̃_m itself, and E_m^prt, E^com,
+    the decoders, the margin projection and their losses (L_rec, L_cyc, L_ort, L_mar) are not built."""
+    homo_gd: bool = True
+    """HomoGD (Table 3): the homogeneous graph-distillation unit and its loss. Off: neither is built (the
+    unimodal homogeneous heads and their task terms stay)."""
+    hetero_gd: bool = True
+    """HeteroGD (Table 3): the heterogeneous graph-distillation unit and its loss; off as `homo_gd`."""
+    crossmodal_attention: bool = True
+    """CA (Table 3): the heterogeneous branch's crossmodal transformers. Off: the memory transformer of each
+    modality reads its own s_m (width d instead of (M-1)·d) and the crossmodal transformers are not built."""
 
 
 def _train(**changes: Any) -> TrainConfig:
@@ -267,6 +294,22 @@ RECIPES = {
 }
 
 
+# The rows of the paper's ablation (Table 3, unaligned MOSI/MOSEI), as `dmd:<row>`; `dmd` itself is the full model.
+VARIANTS = {
+    "no_hetero_gd": Variant("Table 3, w/o HeteroGD", {"hetero_gd": False}),
+    "no_ca": Variant("Table 3, w/o CA (crossmodal attention in HeteroGD)", {"crossmodal_attention": False}),
+    "no_ca_hetero_gd": Variant("Table 3, w/o CA and HeteroGD", {"crossmodal_attention": False, "hetero_gd": False}),
+    "fd_only": Variant(
+        "Table 3, FD only (no HomoGD, CA or HeteroGD)",
+        {"homo_gd": False, "crossmodal_attention": False, "hetero_gd": False},
+    ),
+    "none": Variant(
+        "Table 3, none of FD, HomoGD, CA, HeteroGD",
+        {"feature_decoupling": False, "homo_gd": False, "crossmodal_attention": False, "hetero_gd": False},
+    ),
+}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------------------------------
@@ -336,69 +379,6 @@ class HomogeneousHead(nn.Module):
         return representation, self.out(flat + self.proj2(self.drop(representation)))
 
 
-class DistillationTerms(NamedTuple):
-    logit: Tensor
-    """Σ_e mean_b w_e |logit_student - sg(logit_teacher)| (eq. 9)."""
-    representation: Tensor
-    """The unit's representation term (weighted L1 toward the detached teacher, or the min-cosine hinge)."""
-    regulariser: Tensor
-    """Σ_e (mean_b softmax_e - prior_e)²."""
-
-
-class GraphDistillation(nn.Module):
-    """A graph-distillation unit: learned, per-sample weights on the M(M-1) directed edges teacher -> student, and
-    the distillation loss along them (§6.2 item 8 of the spec; paper eqs. 8 and 9)."""
-
-    def __init__(
-        self,
-        modalities: tuple[str, ...],
-        *,
-        logit_dim: int,
-        repr_dim: int,
-        size: int,
-        prior_edges: set[tuple[str, str]],
-        temperature: float,
-        alpha: float,
-        representation: Literal["l1", "min_cosine"],
-    ) -> None:
-        super().__init__()
-        # (teacher, student) in the official loop order: for each student, every other modality as teacher.
-        self.edges = [(t, s) for s in modalities for t in modalities if t != s]
-        # No biases: one shared shift of every edge of a sample cancels in the softmax (module docstring).
-        self.W_logit = nn.Linear(logit_dim, size, bias=False)
-        self.W_repr = nn.Linear(repr_dim, size, bias=False)
-        self.W_edge = nn.Linear(4 * size, 1, bias=False)
-        self.alpha = alpha
-        self.representation = representation
-        v = torch.tensor([float(edge in prior_edges) for edge in self.edges])
-        self.register_buffer("prior", torch.softmax(v / temperature, dim=0), persistent=False)  # (E,)
-
-    def edge_weights(self, logits: dict[str, Tensor], reprs: dict[str, Tensor]) -> Tensor:
-        """softmax(α e) over the edges of each sample, (B, E); e_{i→j} = W_edge [z_j; z_i], z_m = [W_l l_m; W_r r_m]."""
-        z = {m: torch.cat([self.W_logit(logits[m]), self.W_repr(reprs[m])], dim=-1) for m in logits}
-        e = torch.cat([self.W_edge(torch.cat([z[s], z[t]], dim=-1)) for t, s in self.edges], dim=-1)  # (B, E)
-        return torch.softmax(self.alpha * e, dim=-1)
-
-    def forward(self, logits: dict[str, Tensor], reprs: dict[str, Tensor]) -> DistillationTerms:
-        soft = self.edge_weights(logits, reprs)  # (B, E)
-        w = soft + self.prior  # per-sample weight of each edge in the loss
-        logit = representation = soft.new_zeros(())
-        for e, (t, s) in enumerate(self.edges):
-            logit = logit + (w[:, e] * logit_distance(logits[s], logits[t])).mean()
-            if self.representation == "l1":
-                representation = representation + (w[:, e] * (reprs[s] - reprs[t].detach()).abs().sum(-1)).mean()
-            else:
-                cosine = F.cosine_similarity(reprs[s], reprs[t].detach(), dim=-1)
-                representation = representation + F.relu(cosine).mean() * w[:, e].mean()
-        regulariser = (soft.mean(0) - self.prior).pow(2).sum()
-        return DistillationTerms(logit, representation, regulariser)
-
-
-def logit_distance(student: Tensor, teacher: Tensor) -> Tensor:
-    """|student - sg(teacher)| averaged over the outputs, (B, K) -> (B,): the teacher receives no gradient."""
-    return (student - teacher.detach()).abs().mean(-1)
-
-
 def masked_mse(x: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean squared error over the real steps of (B, T, d) tensors."""
     weights = mask.unsqueeze(-1).to(x.dtype)
@@ -442,18 +422,6 @@ def margin_loss(features: Tensor, labels: Tensor, *, scale: float, categorical: 
     return per_anchor.sum() / (counts > 0).sum().clamp_min(1)
 
 
-def parse_edges(edges: tuple[str, ...], name: str) -> set[tuple[str, str]]:
-    parsed = set()
-    for edge in edges:
-        teacher, arrow, student = edge.partition("->")
-        if not arrow or teacher not in MODALITIES or student not in MODALITIES or teacher == student:
-            raise ValueError(
-                f"{name}: {edge!r} is not 'teacher->student' with two different modalities of {MODALITIES}"
-            )
-        parsed.add((teacher, student))
-    return parsed
-
-
 @dataclass
 class DMDState:
     """The prediction path of one batch, in the paper's symbols; all sequences front-aligned, zero on padding."""
@@ -477,7 +445,7 @@ class DMDState:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@register_model("dmd", config=DMDConfig, recipes=RECIPES)
+@register_model("dmd", config=DMDConfig, recipes=RECIPES, variants=VARIANTS)
 class DMD(FusionModel):
     def __init__(self, config: DMDConfig, spec: InputSpec) -> None:
         super().__init__(config, spec)
@@ -489,7 +457,8 @@ class DMD(FusionModel):
         homo_prior = parse_edges(config.homo_prior, "homo_prior")
         hetero_prior = parse_edges(config.hetero_prior, "hetero_prior")
         d, M, out = config.dim, len(self.modalities), spec.output_size
-        width = (M - 1) * d  # each memory stream [Z_{S→T} for every source S]
+        # each memory stream: [Z_{S→T} for every source S]; without CA, s_T itself
+        width = (M - 1) * d if config.crossmodal_attention else d
 
         self.text_encoder = TextEncoder(spec, bert_path=config.bert_path) if "text" in self.modalities else None
         in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.modalities}
@@ -499,8 +468,9 @@ class DMD(FusionModel):
         self.project = nn.ModuleDict({m: Projection(in_dims[m], d, kernels[m]) for m in self.modalities})
 
         # Feature decoupling: E_m^prt per modality, one shared E^com (kernel-1 convolutions = per-step Linears).
-        self.specific = nn.ModuleDict({m: nn.Linear(d, d, bias=False) for m in self.modalities})
-        self.common = nn.Linear(d, d, bias=False)
+        if config.feature_decoupling:
+            self.specific = nn.ModuleDict({m: nn.Linear(d, d, bias=False) for m in self.modalities})
+            self.common = nn.Linear(d, d, bias=False)
 
         def transformer(dim: int, layers: int, attn_dropout: float, *, cross: bool = False) -> TransformerEncoder:
             return TransformerEncoder(
@@ -526,6 +496,7 @@ class DMD(FusionModel):
                 f"{s}_to_{t}": transformer(d, config.layers, config.attn_dropout[s], cross=True)
                 for t in self.modalities
                 for s in self.sources(t)
+                if config.crossmodal_attention
             }
         )
         memory_layers = max(config.layers, MIN_MEMORY_LAYERS)
@@ -555,7 +526,6 @@ class DMD(FusionModel):
         dropout = config.output_dropout
         self.aux = nn.ModuleDict(
             {
-                "decoder": nn.ModuleDict({m: nn.Linear(2 * d, d, bias=False) for m in self.modalities}),  # D_m
                 "homo_head": nn.ModuleDict(
                     {m: HomogeneousHead(self.steps[m] * d, d, out, dropout) for m in self.modalities}
                 ),
@@ -564,13 +534,17 @@ class DMD(FusionModel):
                     {m: ResidualMLP(width, dropout) for m in self.modalities}
                 ),  # repr_m^hetero
                 "hetero_out": nn.ModuleDict({m: nn.Linear(width, out) for m in self.modalities}),  # logit_m^hetero
-                "align": nn.ModuleDict({m: nn.Linear(self.steps[m] * d, d) for m in self.modalities}),  # for L_mar
-                "homo_gd": unit(config.homo_gd_size, d, homo_prior, "l1"),
-                "hetero_gd": unit(
-                    config.hetero_gd_size, width, hetero_prior, "min_cosine" if config.hetero_repr == "repel" else "l1"
-                ),
             }
         )
+        # The ablation switches (Table 3) leave out what they disable, so it has no parameters and no loss term.
+        if config.feature_decoupling:
+            self.aux["decoder"] = nn.ModuleDict({m: nn.Linear(2 * d, d, bias=False) for m in self.modalities})  # D_m
+            self.aux["align"] = nn.ModuleDict({m: nn.Linear(self.steps[m] * d, d) for m in self.modalities})  # L_mar
+        if config.homo_gd:
+            self.aux["homo_gd"] = unit(config.homo_gd_size, d, homo_prior, "l1")
+        if config.hetero_gd:
+            representation = "min_cosine" if config.hetero_repr == "repel" else "l1"
+            self.aux["hetero_gd"] = unit(config.hetero_gd_size, width, hetero_prior, representation)
 
     def sources(self, target: str) -> list[str]:
         return [m for m in self.modalities if m != target]
@@ -583,21 +557,27 @@ class DMD(FusionModel):
             if m == "text":
                 x = self.text_drop(self.text_encoder(x, mask))
             x_tilde[m], masks[m] = self.project[m](x, mask)
-        s = {m: self.specific[m](x_tilde[m]) for m in self.modalities}
-        c = {m: self.common(x_tilde[m]) for m in self.modalities}
+        if self.config.feature_decoupling:
+            s = {m: self.specific[m](x_tilde[m]) for m in self.modalities}
+            c = {m: self.common(x_tilde[m]) for m in self.modalities}
+        else:  # no decoupling: both spaces are the projected features themselves
+            s, c = x_tilde, x_tilde
         c_fusion = torch.cat(
-            [last_real_step(self.common_attention[m](c[m], masks[m]), masks[m]) for m in self.modalities], dim=-1
+            [read_last_real_step(self.common_attention[m], c[m], masks[m]) for m in self.modalities], dim=-1
         )
         h = {}
         for t in self.modalities:
-            z = torch.cat(
-                [
-                    self.crossmodal[f"{src}_to_{t}"](s[t], masks[t], context=s[src], context_mask=masks[src])
-                    for src in self.sources(t)
-                ],
-                dim=-1,
-            )  # (B, T'_t, (M-1) d)
-            h[t] = last_real_step(self.memory[t](z, masks[t]), masks[t])
+            if self.config.crossmodal_attention:
+                z = torch.cat(
+                    [
+                        self.crossmodal[f"{src}_to_{t}"](s[t], masks[t], context=s[src], context_mask=masks[src])
+                        for src in self.sources(t)
+                    ],
+                    dim=-1,
+                )  # (B, T'_t, (M-1) d)
+            else:
+                z = s[t]  # (B, T'_t, d)
+            h[t] = read_last_real_step(self.memory[t], z, masks[t])  # its last layer computes only that step
         return DMDState(x_tilde=x_tilde, s=s, c=c, masks=masks, c_fusion=c_fusion, h=h)
 
     def predict(self, state: DMDState) -> Tensor:
@@ -624,8 +604,42 @@ class DMD(FusionModel):
         task = task_loss(prediction, batch.label, spec)
         task = task + sum(task_loss(self.shape_output(logit), batch.label, spec) for logit in unimodal)
 
-        # Feature decoupling: reconstruction, cycle consistency, orthogonality, margin.
-        zero = task.new_zeros(())
+        terms = {"task": task}
+        total = task
+        if c.feature_decoupling:
+            decoupling = self.decoupling_losses(state, flat, batch)
+            terms |= decoupling
+            total = total + c.lambda1 * (
+                decoupling["reconstruction"]
+                + decoupling["cycle"]
+                + c.gamma * (decoupling["margin"] + decoupling["orthogonality"])
+            )
+
+        # Graph distillation in both spaces (each unit only where its switch is on).
+        if c.homo_gd:
+            homo_gd = aux["homo_gd"](homo_logit, homo_repr)
+            homo_dtl = c.gd_logit_weight * homo_gd.logit + c.gd_reg_weight * homo_gd.regulariser
+            if c.homo_repr_in_total:
+                homo_dtl = homo_dtl + c.gd_repr_weight * homo_gd.representation
+            total = total + c.lambda2 * homo_dtl
+            terms |= {"homo_logit": homo_gd.logit, "homo_repr": homo_gd.representation,
+                      "homo_reg": homo_gd.regulariser}
+        if c.hetero_gd:
+            hetero_gd = aux["hetero_gd"](hetero_logit, hetero_repr)
+            hetero_dtl = (
+                c.gd_logit_weight * hetero_gd.logit
+                + c.gd_repr_weight * hetero_gd.representation
+                + c.gd_reg_weight * hetero_gd.regulariser
+            )
+            total = total + c.lambda2 * hetero_dtl
+            terms |= {"hetero_logit": hetero_gd.logit, "hetero_repr": hetero_gd.representation,
+                      "hetero_reg": hetero_gd.regulariser}
+        return Losses(total=total, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction.detach())
+
+    def decoupling_losses(self, state: DMDState, flat: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """Feature decoupling's terms: reconstruction, cycle consistency, orthogonality and margin (eqs. 2-5)."""
+        aux, c, spec = self.aux, self.config, self.spec
+        zero = state.c_fusion.new_zeros(())
         reconstruction = cycle = orthogonality = zero
         for m in self.modalities:
             x_hat = aux["decoder"][m](torch.cat([state.s[m], state.c[m]], dim=-1))  # X̂_m, zero on padding
@@ -641,38 +655,7 @@ class DMD(FusionModel):
         aligned = torch.stack([aux["align"][m](channel_major[m]) for m in self.modalities], dim=1).flatten(0, 1)
         labels = batch.label.reshape(len(batch), -1).repeat_interleave(len(self.modalities), dim=0)  # (B·M, K)
         margin = margin_loss(aligned, labels, scale=c.margin_scale, categorical=spec.task == "classification")
-
-        # Graph distillation in both spaces.
-        homo_gd = aux["homo_gd"](homo_logit, homo_repr)
-        hetero_gd = aux["hetero_gd"](hetero_logit, hetero_repr)
-        homo_dtl = c.gd_logit_weight * homo_gd.logit + c.gd_reg_weight * homo_gd.regulariser
-        if c.homo_repr_in_total:
-            homo_dtl = homo_dtl + c.gd_repr_weight * homo_gd.representation
-        hetero_dtl = (
-            c.gd_logit_weight * hetero_gd.logit
-            + c.gd_repr_weight * hetero_gd.representation
-            + c.gd_reg_weight * hetero_gd.regulariser
-        )
-
-        total = (
-            task
-            + c.lambda2 * (homo_dtl + hetero_dtl)
-            + c.lambda1 * (reconstruction + cycle + c.gamma * (margin + orthogonality))
-        )
-        terms = {
-            "task": task,
-            "reconstruction": reconstruction,
-            "cycle": cycle,
-            "orthogonality": orthogonality,
-            "margin": margin,
-            "homo_logit": homo_gd.logit,
-            "homo_repr": homo_gd.representation,
-            "homo_reg": homo_gd.regulariser,
-            "hetero_logit": hetero_gd.logit,
-            "hetero_repr": hetero_gd.representation,
-            "hetero_reg": hetero_gd.regulariser,
-        }
-        return Losses(total=total, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction.detach())
+        return {"reconstruction": reconstruction, "cycle": cycle, "orthogonality": orthogonality, "margin": margin}
 
     def param_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
         """The text encoder (BERT, when the corpus has token ids) at `bert_lr`, everything else at the training lr."""

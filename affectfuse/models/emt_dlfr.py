@@ -22,6 +22,21 @@ random fraction r of its real positions dropped, `robustness.missing.drop_featur
 
 Objective (§4.4, official code):  L = L_pred_m + λ_attra (Σ_{x ∈ g,l,a,v} ℓ_x + L_pred) + λ_recon Σ_m L_recon^m.
 
+Fusion strategies (the paper's efficiency table: MACs, parameters, training time and memory of OOLL, OALL and OAGL;
+`fusion`, variants `emt_dlfr:ooll` and `emt_dlfr:oall`). The official code implements OAGL only, so the other two
+are our reading of the paper's description: only the local update of each layer changes, what H_m attends to,
+    OAGL  H_m^{i+1} = CST(H_m^i, context=G^i)                                  T_m x M keys
+    OOLL  H_m^{i+1} = SelfFFN(H_m^i + Σ_{n≠m} CrossAttn(H_m^i, H_n^i))         T_m x T_n keys, per source n
+    OALL  H_m^{i+1} = CST(H_m^i, context=[H_l^i; H_a^i; H_v^i])                T_m x Σ_n T_n keys
+while G is still gathered from the local features (global <- local) and read by the head, so parameters are equal
+and the three differ in attention cost: at MOSI shapes OOLL does (Σ T)² and OALL Σ T_m² + (Σ T)² key-query products
+per layer against OAGL's Σ T_m² + 2 M Σ T_m (`affectfuse table emt-fusion` measures MACs, time and memory).
+
+Restoration ablation (the paper's ablation figure; variants `emt_dlfr:no_restoration`, `emt_dlfr:llfr`,
+`emt_dlfr:hlfr`): `llfr=False` removes the reconstruction heads and L_recon, `hlfr=False` the SimSiam heads and the
+λ_attra group (Σ ℓ_x and the complete view's L_pred, which the official objective puts in that group); with both off
+the complete view is not computed. Removed parts have no parameters and no terms (not zero-weighted ones).
+
 Symbols: l/a/v = text/audio/vision; m a modality; M the number of modalities present; D = `d_model`; G the global
 multimodal context (B, M, D); H_m local features (B, T_m, D); g_m the kept-position mask (1 kept, 0 dropped).
 Spec: shared/spec/methods.md §4 and §8. Official code: sunlicai/EMT-DLFR (MIT); re-implemented, nothing copied.
@@ -62,14 +77,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig, uses_bert_tokens
-from ..config.registry import register_model
+from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from ..robustness.missing import apply_kept, drop_features
 from .base import FusionModel, Losses, Output, task_loss
@@ -132,6 +147,16 @@ class EMTDLFRConfig:
     the training config's `weight_decay`."""
     bert_path: str = ""
     """Local folder of the BERT model, used only when the corpus's text is BERT token ids; nothing is downloaded."""
+    fusion: Literal["oagl", "ooll", "oall"] = "oagl"
+    """What each modality's local features attend to in a layer (the paper's fusion-strategy table): "oagl", EMT's
+    one-to-all global-local (the M global tokens of G); "ooll", one-to-one local-local as MulT (each other
+    modality's local features, one cross-attention per source); "oall", one-to-all local-local as PMR (the local
+    features of all modalities, concatenated). See "Fusion strategies" in the module docstring."""
+    llfr: bool = True
+    """Low-level feature restoration (the reconstruction heads and L_recon). Off: neither is built (ablation)."""
+    hlfr: bool = True
+    """High-level feature restoration (the SimSiam projectors/predictors, Σ ℓ_x and the complete view's L_pred,
+    i.e. the λ_attra group). Off: neither is built (ablation)."""
 
 
 def _train(*, lr: float, weight_decay: float, batch_size: int) -> TrainConfig:
@@ -222,6 +247,16 @@ RECIPES = {
 }
 
 
+# The paper's fusion-strategy table (OAGL is `emt_dlfr` itself) and its restoration ablation (EMT-DLFR is both on).
+VARIANTS = {
+    "ooll": Variant("fusion-strategy table: one-to-one local-local (MulT-style) in place of OAGL", {"fusion": "ooll"}),
+    "oall": Variant("fusion-strategy table: one-to-all local-local (PMR-style) in place of OAGL", {"fusion": "oall"}),
+    "no_restoration": Variant("ablation: EMT without restoration (no LLFR, no HLFR)", {"llfr": False, "hlfr": False}),
+    "llfr": Variant("ablation: EMT + LLFR (low-level reconstruction only)", {"hlfr": False}),
+    "hlfr": Variant("ablation: EMT + HLFR (high-level attraction only)", {"llfr": False}),
+}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------------------------------
@@ -263,7 +298,10 @@ class AudioVisualEncoder(nn.Module):
 
 
 class CrossSelfTransformer(nn.Module):
-    """CST, pre-LN with residuals: cross-attention (own LayerNorms on query and context), self-attention, GEGLU FFN."""
+    """CST, pre-LN with residuals: cross-attention (own LayerNorms on query and context), self-attention, GEGLU FFN.
+
+    `cross` and `self_ffn` are its two halves, for one-to-one local-local fusion (several cross-attentions, one
+    per source, summed into one residual before the self-attention)."""
 
     def __init__(self, dim: int, heads: int, *, ffn_mult: int, attn_dropout: float, ff_dropout: float) -> None:
         super().__init__()
@@ -278,7 +316,13 @@ class CrossSelfTransformer(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor, *, mask: Tensor | None, context_mask: Tensor | None) -> Tensor:
         """x (B, Tq, D) with key mask `mask` (None: all real) attends to context (B, Tk, D) with `context_mask`."""
-        x = x + self.cross_attn(self.cross_norm(x), self.context_norm(context), key_mask=context_mask)
+        return self.self_ffn(x + self.cross(x, context, context_mask), mask)
+
+    def cross(self, x: Tensor, context: Tensor, context_mask: Tensor | None) -> Tensor:
+        """The cross-attention branch (without its residual): (B, Tq, D) attending to (B, Tk, D)."""
+        return self.cross_attn(self.cross_norm(x), self.context_norm(context), key_mask=context_mask)
+
+    def self_ffn(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = x + self.self_attn(self.self_norm(x), key_mask=mask)
         return x + self.ffn_drop(self.ffn(self.ffn_norm(x)))
 
@@ -307,6 +351,7 @@ class EMT(nn.Module):
     def __init__(self, config: EMTDLFRConfig, num_modalities: int) -> None:
         super().__init__()
         self.depth = config.layers
+        self.fusion = config.fusion
         self.shape = (
             1 if config.layer_share else config.layers,
             1 if config.modality_share else num_modalities,
@@ -341,9 +386,17 @@ class EMT(nn.Module):
         for i in range(self.depth):
             contexts, promoted = [], []
             skip_local = not local_output and i == self.depth - 1
+            everything = (torch.cat(H, dim=1), torch.cat(masks, dim=1)) if self.fusion == "oall" else None
             for m, (x, mask) in enumerate(zip(H, masks, strict=True)):
                 if not skip_local:
-                    promoted.append(self.block(i, m, 0)(x, G, mask=mask, context_mask=None))  # local <- global
+                    block = self.block(i, m, 0)
+                    if self.fusion == "oagl":  # local <- global
+                        promoted.append(block(x, G, mask=mask, context_mask=None))
+                    elif everything is not None:  # "oall": local <- all local features (B, Σ T_n, D)
+                        promoted.append(block(x, everything[0], mask=mask, context_mask=everything[1]))
+                    else:  # "ooll": local <- each other modality's local features, one attention per source
+                        cross = [block.cross(x, H[n], masks[n]) for n in range(len(H)) if n != m]
+                        promoted.append(block.self_ffn(x + torch.stack(cross).sum(0), mask))
                 contexts.append(self.block(i, m, 1)(G, x, mask=None, context_mask=mask))  # global <- local (H_m^i)
             G = self.pools[i % len(self.pools)](torch.stack(contexts, dim=1))  # (B, M, M, D) -> (B, M, D)
             H = promoted
@@ -418,7 +471,7 @@ class EMTState:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@register_model("emt_dlfr", config=EMTDLFRConfig, recipes=RECIPES)
+@register_model("emt_dlfr", config=EMTDLFRConfig, recipes=RECIPES, variants=VARIANTS)
 class EMTDLFR(FusionModel):
     def __init__(self, config: EMTDLFRConfig, spec: InputSpec) -> None:
         super().__init__(config, spec)
@@ -451,13 +504,12 @@ class EMTDLFR(FusionModel):
         raw = {m: widths["text"] if m == "text" else spec.dims[m] for m in self.modalities}
         attracted = {"global": M * d} | widths
         bottleneck = {"global": config.global_bottleneck} | {m: config.bottleneck[m] for m in self.modalities}
-        self.aux = nn.ModuleDict(
-            {
-                "reconstruct": nn.ModuleDict({m: nn.Linear(d, raw[m]) for m in self.modalities}),
-                "projector": nn.ModuleDict({x: Projector(w) for x, w in attracted.items()}),
-                "predictor": nn.ModuleDict({x: Predictor(w, bottleneck[x]) for x, w in attracted.items()}),
-            }
-        )
+        self.aux = nn.ModuleDict()
+        if config.llfr:
+            self.aux["reconstruct"] = nn.ModuleDict({m: nn.Linear(d, raw[m]) for m in self.modalities})
+        if config.hlfr:
+            self.aux["projector"] = nn.ModuleDict({x: Projector(w) for x, w in attracted.items()})
+            self.aux["predictor"] = nn.ModuleDict({x: Predictor(w, bottleneck[x]) for x, w in attracted.items()})
         self.generator = torch.Generator().manual_seed(config.missing_seed)
 
     def encode(self, batch: Batch, *, local_output: bool = True) -> EMTState:
@@ -508,16 +560,33 @@ class EMTDLFR(FusionModel):
         Terms: the two task losses, the sum of the four attraction terms and of the reconstruction terms, and each
         of them (`attraction_<x>`, `reconstruction_<m>`) for logging and parity checks.
         """
+        c = self.config
         incomplete = apply_kept(batch, kept, spec=self.spec)
         # Complete view first, as the official code: the SimSiam BatchNorms update their running statistics in this
-        # order. Only the incomplete view's H^L is read (reconstruction).
-        s, s_m = self.encode(batch, local_output=False), self.encode(incomplete)
-        prediction, prediction_m = self.predict(s), self.predict(s_m)
+        # order. Only the incomplete view's H^L is read (reconstruction). Without restoration the complete view is
+        # not needed at all.
+        s = self.encode(batch, local_output=False) if c.llfr or c.hlfr else None
+        s_m = self.encode(incomplete, local_output=c.llfr)
+        prediction_m = self.predict(s_m)
         task_incomplete = task_loss(prediction_m, batch.label, self.spec)  # L_pred_m
-        task_complete = task_loss(prediction, batch.label, self.spec)  # L_pred
-        terms = {"task_incomplete": task_incomplete, "task_complete": task_complete}
+        terms = {"task_incomplete": task_incomplete}
+        total = task_incomplete
+        if s is not None and c.hlfr:
+            attraction = self.attraction_losses(s, s_m)
+            terms["task_complete"] = task_loss(self.predict(s), batch.label, self.spec)  # L_pred
+            terms["attraction"] = sum(attraction.values())
+            terms |= {f"attraction_{x}": v for x, v in attraction.items()}
+            total = total + c.attraction_weight * (terms["attraction"] + terms["task_complete"])
+        if s is not None and c.llfr:
+            reconstruction = self.reconstruction_losses(batch, kept, s, s_m)
+            terms["reconstruction"] = sum(reconstruction.values())
+            terms |= {f"reconstruction_{m}": v for m, v in reconstruction.items()}
+            total = total + c.reconstruction_weight * terms["reconstruction"]
+        # Training metrics on the incomplete view's prediction, as the official code logs them.
+        return Losses(total=total, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction_m.detach())
 
-        # High-level feature attraction (SimSiam) for x in {g, h_l, h_a, h_v}.
+    def attraction_losses(self, s: EMTState, s_m: EMTState) -> dict[str, Tensor]:
+        """High-level feature attraction (SimSiam) ℓ_x between the views, for x in {g, h_l, h_a, h_v}."""
         features = {"global": s.G.flatten(1)} | s.h
         features_m = {"global": s_m.G.flatten(1)} | s_m.h
         attraction = {}
@@ -527,8 +596,12 @@ class EMTDLFR(FusionModel):
             p = predictor(z)
             z_m = projector(features_m[x])
             attraction[x] = attraction_loss(predictor(z_m), z_m, p, z)
+        return attraction
 
-        # Low-level feature reconstruction of the complete view at the dropped real positions of the incomplete one.
+    def reconstruction_losses(
+        self, batch: Batch, kept: dict[str, Tensor], s: EMTState, s_m: EMTState
+    ) -> dict[str, Tensor]:
+        """Low-level reconstruction of the complete view at the dropped real positions of the incomplete one."""
         reconstruction = {}
         for m, head in self.aux["reconstruct"].items():
             mask = batch.masks[m]
@@ -539,19 +612,7 @@ class EMTDLFR(FusionModel):
             else:
                 target, _ = front_align(batch.features[m], mask)
             reconstruction[m] = reconstruction_loss(head(s_m.H[m]), target, dropped[..., 0])
-
-        terms["attraction"] = sum(attraction.values())
-        terms["reconstruction"] = sum(reconstruction.values())
-        terms |= {f"attraction_{x}": v for x, v in attraction.items()}
-        terms |= {f"reconstruction_{m}": v for m, v in reconstruction.items()}
-        c = self.config
-        total = (
-            task_incomplete
-            + c.attraction_weight * (terms["attraction"] + task_complete)
-            + c.reconstruction_weight * terms["reconstruction"]
-        )
-        # Training metrics on the incomplete view's prediction, as the official code logs them.
-        return Losses(total=total, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction_m.detach())
+        return reconstruction
 
     def param_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
         """Five groups as the official optimiser, chosen by module and name: BERT with decay, BERT biases and

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..config import MODALITIES
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -41,13 +45,76 @@ def last_real_step(x: Tensor, mask: Tensor) -> Tensor:
     return x.gather(1, index)[:, 0] * (lengths > 0)[:, None].to(x.dtype)
 
 
+KEEP_RESOLUTION = 1 << 15
+"""Dropout draws compare 15 random bits with round(p * 2^15): p is honoured within 2^-16 (0.1 -> 0.100006)."""
+
+
+def keep_mask(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
+    """A bool mask, True with probability 1 - p (to within 2^-16): dropout's kept elements.
+
+    CPU random numbers come from one serial Mersenne Twister, the largest cost of dropout there: `bernoulli_` spends
+    one draw (and a conversion) per element, `uniform_` one draw. Here each 64-bit integer draw gives four 15-bit
+    uniforms (bit 63 of the draw is unused: `random_` on int64 spans [0, 2^63)), so the mask costs a quarter of the
+    draws: 2x faster than `uniform_() >= p`, 4x faster than `bernoulli_`.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
+    bits = words.view(torch.int16)[:n].view(shape).bitwise_and_(KEEP_RESOLUTION - 1)  # uniform on [0, 2^15)
+    return bits >= round(p * KEEP_RESOLUTION)
+
+
+FAST_DROPOUT_MIN = 1 << 14
+"""Below this many elements `F.dropout`'s single C++ call beats the fast path's Python overhead (measured crossover
+~10k elements on CPU: 0.57x at 1.5k, 1.37x at 24k, 1.74x at 400k)."""
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with a CPU training path 2x faster (forward + backward) and the same 1-byte saved mask.
+
+    CPU `F.dropout` draws its noise with `bernoulli_`, one Mersenne Twister draw per element, and scales in separate
+    passes; here the mask comes from `keep_mask` (a quarter of the draws) and scaling happens in place.
+    Elsewhere (CUDA, float64, compile, p = 1) it is `F.dropout` itself; a subclass, so code that finds or zeroes
+    every `nn.Dropout` still does.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        fast = x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FAST_DROPOUT_MIN
+        if fast and self.p < 1.0 and not torch.compiler.is_compiling():
+            return _FastDropout.apply(x, self.p)
+        return F.dropout(x, self.p, True, self.inplace)
+
+
+class _FastDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:  # noqa: ANN001
+        keep = keep_mask(tuple(x.shape), p)
+        ctx.save_for_backward(keep)  # 1 byte per element, as F.dropout's
+        ctx.scale = 1.0 / (1.0 - p)
+        return keep.to(x.dtype).mul_(x).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        (keep,) = ctx.saved_tensors
+        return keep.to(grad.dtype).mul_(grad).mul_(ctx.scale), None
+
+
+def read_last_real_step(encoder: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
+    """`last_real_step(encoder(x, mask), mask)` for a self-attention `TransformerEncoder`, computing only that step
+    in its last layer (MulT's and DMD's readouts): (B, T, D), (B, T) -> (B, D); zeros for a sample with no real step."""
+    lengths = mask.sum(1)
+    h = encoder(x, mask, read_at=(lengths - 1).clamp_min(0))
+    return h * (lengths > 0)[:, None].to(h.dtype)
+
+
 class SubNet(nn.Module):
     """The utterance-level audio/vision sub-network of TFN and LMF: BatchNorm -> Dropout -> 3 x (Linear -> ReLU)."""
 
     def __init__(self, in_size: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(in_size)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.layers = nn.Sequential(
             nn.Linear(in_size, hidden),
             nn.ReLU(),
@@ -71,7 +138,7 @@ class TextSubNet(nn.Module):
     def __init__(self, in_size: int, hidden: int, out_size: int, dropout: float) -> None:
         super().__init__()
         self.rnn = nn.LSTM(in_size, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.linear = nn.Linear(hidden, out_size)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
@@ -119,22 +186,28 @@ def sinusoidal_positions(length: int, dim: int, *, start: int = 0, device: torch
     return nn.functional.pad(table, (0, dim - 2 * half))  # odd D: one zero channel
 
 
-CHUNKED_MIN_SCORES = 128 * 128
-"""Attention with dropout on CPU goes through the chunked kernel from this many scores per (sample, head) on; below
-it the score matrices are small enough that one batched pass (SDPA's math path) is faster than the per-chunk loop."""
-
 CHUNK_ELEMENTS = 1 << 18
-"""Attention scores per chunk of the chunked kernel (1 MiB of float32: one 500 x 500 head stays in cache)."""
+"""Attention scores per block of the blocked kernel (1 MiB of float32: one 500 x 500 head stays in cache)."""
+
+BLOCKED_MIN_SCORES = 1 << 14
+"""Below this many scores per call SDPA's math path (one C++ call) is as fast as the blocked kernel (measured: 0.97x
+at batch 1 x 5 heads x 50 x 50 = 12.5k scores, 1.17x at twice that)."""
+
+KEEP_SCORES = 1 << 21
+"""Up to this many scores per call (8 MiB of float32: MulT at aligned lengths, batch 32), the blocked kernel keeps
+the probabilities for its backward pass instead of recomputing them."""
 
 
 def use_chunked_dropout_attention(q: Tensor) -> bool:
-    """The chunked kernel serves training with attention dropout on CPU (float32, or bf16 autocast), not compile.
+    """The blocked kernel serves training with attention dropout on CPU (float32, or bf16 autocast), not compile.
 
     On CPU, `scaled_dot_product_attention` with dropout falls back to its unfused math path, which writes the
-    (B, h, Tq, Tk) scores, probabilities, dropout noise and mask to memory; at MOSEI lengths that was most of MulT's
-    training step (benchmarks/RESULTS.md). The chunks are a Python loop over (sample, head group) on purpose: each
-    iteration's scores fit in cache. CUDA's fused kernels support dropout natively. Under CPU autocast the kernel
-    runs in float32 on float32 copies of q, k, v.
+    (B, h, Tq, Tk) scores, probabilities, dropout noise and mask to memory in separate passes (and checks every
+    score for -inf); at MOSEI lengths that was most of MulT's training step (benchmarks/RESULTS.md). The blocked
+    kernel makes one pass per block of whole samples (or of heads, when one sample's scores overflow the cache),
+    so a batch is a handful of batched matmuls, and draws the dropout noise with `uniform_`, twice as fast on CPU
+    as `bernoulli_`. CUDA's fused kernels support dropout natively. Under CPU autocast the kernel runs in float32
+    on float32 copies of q, k, v.
     """
     float32 = q.dtype == torch.float32 or torch.is_autocast_enabled("cpu")
     return q.device.type == "cpu" and float32 and not torch.compiler.is_compiling()
@@ -147,70 +220,104 @@ def chunked_dropout_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | No
     least one key. Same result as `scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)` in
     distribution (another random stream).
     """
-    shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    bias = torch.zeros((1, 1, 1, 1), dtype=q.dtype, device=q.device)
+    bias = None
     if mask is not None:
         bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
-    return _ChunkedDropoutAttention.apply(q, k, v, bias.expand(shape), dropout)
+    return _ChunkedDropoutAttention.apply(q, k, v, bias, dropout)
+
+
+def _blocks(q: Tensor, tk: int, bias: Tensor | None) -> Iterator[tuple[slice, tuple[int, ...], Tensor | None]]:
+    """(rows of the flattened (B*h) axis, the bias for them shaped to add onto their (rows, Tq, Tk) scores).
+
+    A block holds whole samples when a sample's scores fit in CHUNK_ELEMENTS, else a group of one sample's heads;
+    the bias (B|1, h|1, Tq|1, Tk) is broadcast, never materialised per head."""
+    batch, heads, tq, _ = q.shape
+    per_sample = heads * tq * tk
+    if per_sample <= CHUNK_ELEMENTS:
+        samples = CHUNK_ELEMENTS // per_sample
+        for b in range(0, batch, samples):
+            n = min(samples, batch - b)
+            part = None if bias is None else bias[b : b + n] if bias.shape[0] > 1 else bias
+            yield slice(b * heads, (b + n) * heads), (n, heads, tq, tk), part
+    else:
+        group = max(1, CHUNK_ELEMENTS // (tq * tk))
+        for b in range(batch):
+            for h in range(0, heads, group):
+                n = min(group, heads - h)
+                part = None
+                if bias is not None:
+                    part = bias[b if bias.shape[0] > 1 else 0]
+                    part = part[h : h + n] if part.shape[0] > 1 else part
+                yield slice(b * heads + h, b * heads + h + n), (n, tq, tk), part
+
+
+def _probabilities(q: Tensor, k: Tensor, rows: slice, shape: tuple[int, ...], bias: Tensor | None,
+                   out: Tensor | None = None) -> Tensor:
+    """softmax(q k^T + bias) for one block of rows of the flattened (B*h) axis, q already scaled."""
+    p = torch.bmm(q[rows], k[rows].transpose(1, 2), out=out)
+    if bias is not None:
+        p.view(shape).add_(bias)
+    return torch.softmax(p, -1, out=p)
 
 
 class _ChunkedDropoutAttention(torch.autograd.Function):
-    """Attention with dropout computed a few heads at a time, so scores never leave the cache, flash-style: the
-    backward pass recomputes the probabilities and keeps only the dropout mask (1 byte per score)."""
+    """Attention with dropout computed a block of scores at a time, so scores never leave the cache, flash-style:
+    the backward pass recomputes the probabilities and keeps only the dropout mask (1 byte per score). Calls with
+    at most KEEP_SCORES scores keep the probabilities and a float mask instead (no recomputation, no conversions):
+    they fit in memory anyway, and short sequences are where the recomputation cost the most."""
 
     # Under CPU autocast (bf16 projections) the kernel runs in float32, forward and backward: SDPA's math path in
     # bf16 made MulT's training step 2.4x slower than in float32 (benchmarks/RESULTS.md).
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout: float) -> Tensor:  # noqa: ANN001
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # per-head slices then need no copy in bmm
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout: float) -> Tensor:  # noqa: ANN001
         batch, heads, tq, dim = q.shape
         tk = k.shape[2]
-        chunk = max(1, min(heads, CHUNK_ELEMENTS // (tq * tk)))
-        out = q.new_empty(batch, heads, tq, v.shape[-1])
-        # The kept-mask as uint8, 1 byte per score: uint8 <-> float conversions are an order of magnitude cheaper
-        # on CPU than bool ones or masked_fill, and a float mask would take 4 bytes.
-        keep = torch.empty(batch, heads, tq, tk, dtype=torch.uint8, device=q.device)
-        noise = q.new_empty(chunk, tq, tk)
-        for b in range(batch):
-            for h in range(0, heads, chunk):
-                part = (b, slice(h, h + chunk))
-                p = torch.baddbmm(bias[part], q[part], k[part].transpose(1, 2), alpha=dim**-0.5)
-                torch.softmax(p, -1, out=p)
-                if dropout > 0:
-                    kept = noise[: p.shape[0]].uniform_().ge_(dropout)  # 1.0 where kept, 0.0 where dropped
-                    keep[part].copy_(kept)
-                    p.mul_(kept)
-                torch.bmm(p, v[part], out=out[part])
-        ctx.save_for_backward(q, k, v, bias, keep)
-        ctx.dropout = dropout
-        return out.mul_(1.0 / (1.0 - dropout))
+        q = (q * dim**-0.5).reshape(batch * heads, tq, dim)  # scaled once here, not per score
+        k, v = k.reshape(batch * heads, tk, dim), v.reshape(batch * heads, tk, v.shape[-1])
+        out = q.new_empty(batch * heads, tq, v.shape[-1])
+        kept_all = batch * heads * tq * tk <= KEEP_SCORES
+        probs = q.new_empty(batch * heads, tq, tk) if kept_all else None
+        keep = None
+        if dropout > 0:
+            # Recomputing: the kept-mask as uint8, 1 byte per score (uint8 <-> float conversions are an order of
+            # magnitude cheaper on CPU than bool ones or masked_fill).
+            keep = q.new_empty(probs.shape) if kept_all else q.new_empty(out.shape[:2] + (tk,), dtype=torch.uint8)
+        for rows, shape, part in _blocks(q.view(batch, heads, tq, dim), tk, bias):
+            p = _probabilities(q, k, rows, shape, part, out=probs[rows] if kept_all else None)
+            if keep is not None:
+                kept = keep[rows].copy_(keep_mask(tuple(p.shape), dropout))  # 1 where kept, 0 where dropped
+                p = p * kept if kept_all else p.mul_(kept)
+            torch.bmm(p, v[rows], out=out[rows])
+        out = out.mul_(1.0 / (1.0 - dropout)).view(batch, heads, tq, -1)
+        ctx.save_for_backward(q, k, v, bias, keep, probs, out)
+        ctx.dropout, ctx.shape = dropout, (batch, heads)
+        return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
-        q, k, v, bias, keep = ctx.saved_tensors
-        batch, heads, tq, dim = q.shape
-        tk = k.shape[2]
-        chunk = max(1, min(heads, CHUNK_ELEMENTS // (tq * tk)))
-        grad = grad * (1.0 / (1.0 - ctx.dropout))
+        q, k, v, bias, keep, probs, out = ctx.saved_tensors
+        (batch, heads), tq, tk, dim = ctx.shape, q.shape[1], k.shape[1], q.shape[2]
+        # The softmax backward's row sums sum_j P_ij dP_ij equal grad_i . out_i (FlashAttention's D): a pass over
+        # (B*h, Tq, d) instead of over the (B*h, Tq, Tk) scores.
+        rowsum = (grad * out).sum(-1, keepdim=True).reshape(batch * heads, tq, 1)
+        grad = (grad * (1.0 / (1.0 - ctx.dropout))).reshape(batch * heads, tq, -1)
         dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-        kept = q.new_empty(chunk, tq, tk)
-        for b in range(batch):
-            for h in range(0, heads, chunk):
-                part = (b, slice(h, h + chunk))
-                p = torch.baddbmm(bias[part], q[part], k[part].transpose(1, 2), alpha=dim**-0.5)
-                torch.softmax(p, -1, out=p)
-                dropped_p, dp = p, torch.bmm(grad[part], v[part].transpose(1, 2))  # dp: dL/dP after dropout
-                if ctx.dropout > 0:
-                    mask = kept[: p.shape[0]].copy_(keep[part])
-                    dropped_p = p * mask
-                    dp.mul_(mask)  # dL/dP, dropout undone
-                torch.bmm(dropped_p.transpose(1, 2), grad[part], out=dv[part])
-                ds = p.mul_(dp.sub_((dp * p).sum(-1, keepdim=True)))  # softmax backward
-                torch.bmm(ds, k[part], out=dq[part])
-                torch.bmm(ds.transpose(1, 2), q[part], out=dk[part])
-        return dq.mul_(dim**-0.5), dk.mul_(dim**-0.5), dv, None, None
+        for rows, shape, part in _blocks(q.view(batch, heads, tq, dim), tk, bias):
+            p = probs[rows] if probs is not None else _probabilities(q, k, rows, shape, part)
+            dropped_p, dp = p, torch.bmm(grad[rows], v[rows].transpose(1, 2))  # dp: dL/dP after dropout
+            if keep is not None:
+                mask = keep[rows].to(p.dtype)
+                dropped_p = p * mask
+                dp.mul_(mask)  # dL/dP, dropout undone
+            torch.bmm(dropped_p.transpose(1, 2), grad[rows], out=dv[rows])
+            ds = dp.sub_(rowsum[rows]).mul_(p)  # softmax backward
+            torch.bmm(ds, k[rows], out=dq[rows])
+            torch.bmm(ds.transpose(1, 2), q[rows], out=dk[rows])
+        dq.mul_(dim**-0.5)  # q was scaled before the scores
+        return (dq.view(batch, heads, tq, dim), dk.view(batch, heads, tk, dim), dv.view(batch, heads, tk, -1),
+                None, None)
 
 
 INITS = ("pytorch", "xavier")
@@ -303,7 +410,7 @@ class MultiHeadAttention(nn.Module):
             blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
             mask = mask | blind
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and tq * tk >= CHUNKED_MIN_SCORES and use_chunked_dropout_attention(q):
+        if dropout > 0 and b * self.heads * tq * tk >= BLOCKED_MIN_SCORES and use_chunked_dropout_attention(q):
             y = chunked_dropout_attention(q, k, v, mask, dropout)  # CPU has no fused kernel with dropout
         else:
             y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
@@ -325,7 +432,7 @@ class FeedForward(nn.Module):
         check_init(init)
         self.geglu = activation == "geglu"
         self.up = nn.Linear(dim, hidden * (2 if self.geglu else 1))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.down = nn.Linear(hidden, dim)
         if init == "xavier":
             xavier_linear(self.up)
@@ -370,7 +477,7 @@ class TransformerLayer(nn.Module):
         self.attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias, init=init)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_mult * dim, dropout=relu_dropout, activation=activation, init=init)
-        self.drop = nn.Dropout(res_dropout)
+        self.drop = Dropout(res_dropout)
 
     def forward(
         self,
@@ -381,8 +488,11 @@ class TransformerLayer(nn.Module):
         context_mask: Tensor | None = None,
         causal: bool = False,
         value: Tensor | None = None,
+        read_at: Tensor | None = None,
     ) -> Tensor:
         h = self.norm(x)
+        if read_at is not None:
+            return self.read_one_step(x, h, mask, causal, read_at)
         if self.cross:
             if context is None:
                 raise ValueError("a cross-attention layer needs a context sequence")
@@ -391,6 +501,20 @@ class TransformerLayer(nn.Module):
             x = x + self.drop(self.attn(h, norm(context), value=v, key_mask=context_mask, causal=causal))
         else:
             x = x + self.drop(self.attn(h, key_mask=mask, causal=causal))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+    def read_one_step(self, x: Tensor, h: Tensor, mask: Tensor | None, causal: bool, read_at: Tensor) -> Tensor:
+        """This (self-attention) layer's output at step `read_at[b]` of each sample only, (B, 1, D): one query per
+        sample attends to every key (under `causal`, to the keys up to its step), and the feed-forward runs on B
+        tokens instead of B x T. The same numbers as the full layer at those steps."""
+        if self.cross:
+            raise ValueError("read_at applies to self-attention layers only")
+        index = read_at[:, None, None].expand(-1, 1, x.shape[-1])  # (B, 1, D)
+        keys = mask
+        if causal:
+            upto = torch.arange(x.shape[1], device=x.device)[None, :] <= read_at[:, None]  # (B, T)
+            keys = upto if mask is None else mask & upto
+        x = x.gather(1, index) + self.drop(self.attn(h.gather(1, index), h, key_mask=keys))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
@@ -433,7 +557,7 @@ class TransformerEncoder(nn.Module):
         self.position_start = position_start
         self.positions = positions
         self.separate_kv_dropout = separate_kv_dropout
-        self.embed_drop = nn.Dropout(embed_dropout)
+        self.embed_drop = Dropout(embed_dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
                 dim,
@@ -464,7 +588,11 @@ class TransformerEncoder(nn.Module):
         *,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
-    ) -> Tensor:  # (B, T, D) -> (B, T, D)
+        read_at: Tensor | None = None,
+    ) -> Tensor:  # (B, T, D) -> (B, T, D), or (B, D) with `read_at`
+        """With `read_at` (B,) step indices, only each sample's output at that step, (B, D): the last layer then
+        computes just those steps (MulT reads its self-attention transformers at one step; the other steps of the
+        last layer were a third of their cost)."""
         # all-real masks are dropped once here rather than checked again by every layer's attention
         mask = None if mask is not None and bool(mask.all()) else mask
         context_mask = None if context_mask is not None and bool(context_mask.all()) else context_mask
@@ -483,6 +611,91 @@ class TransformerEncoder(nn.Module):
             if self.separate_kv_dropout and self.training and self.embed_drop.p > 0:
                 value = self.embed_drop(context)  # its own mask: the official code drops keys and values apart
             context = keys
-        for layer in self.layers:
-            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal, value=value)
+        last = len(self.layers) - 1 if read_at is not None else -1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, context=context, context_mask=context_mask, causal=self.causal, value=value,
+                      read_at=read_at if i == last else None)
+        if read_at is not None:
+            x = x if last >= 0 else x.gather(1, read_at[:, None, None].expand(-1, 1, x.shape[-1]))
+            return self.norm(x)[:, 0]
         return self.norm(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Graph distillation (DMD's HomoGD and HeteroGD units; MulT + GD)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_edges(edges: tuple[str, ...], name: str) -> set[tuple[str, str]]:
+    parsed = set()
+    for edge in edges:
+        teacher, arrow, student = edge.partition("->")
+        if not arrow or teacher not in MODALITIES or student not in MODALITIES or teacher == student:
+            raise ValueError(
+                f"{name}: {edge!r} is not 'teacher->student' with two different modalities of {MODALITIES}"
+            )
+        parsed.add((teacher, student))
+    return parsed
+
+
+class DistillationTerms(NamedTuple):
+    logit: Tensor
+    """Σ_e mean_b w_e |logit_student - sg(logit_teacher)| (eq. 9)."""
+    representation: Tensor
+    """The unit's representation term (weighted L1 toward the detached teacher, or the min-cosine hinge)."""
+    regulariser: Tensor
+    """Σ_e (mean_b softmax_e - prior_e)²."""
+
+
+class GraphDistillation(nn.Module):
+    """A graph-distillation unit (DMD; also MulT + GD, DMD's Table 5): learned, per-sample weights on the M(M-1)
+    directed edges teacher -> student, and the distillation loss along them (§6.2 item 8 of the spec; DMD eqs. 8, 9)."""
+
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        *,
+        logit_dim: int,
+        repr_dim: int,
+        size: int,
+        prior_edges: set[tuple[str, str]],
+        temperature: float,
+        alpha: float,
+        representation: Literal["l1", "min_cosine"],
+    ) -> None:
+        super().__init__()
+        # (teacher, student) in the official loop order: for each student, every other modality as teacher.
+        self.edges = [(t, s) for s in modalities for t in modalities if t != s]
+        # No biases: one shared shift of every edge of a sample cancels in the softmax (module docstring).
+        self.W_logit = nn.Linear(logit_dim, size, bias=False)
+        self.W_repr = nn.Linear(repr_dim, size, bias=False)
+        self.W_edge = nn.Linear(4 * size, 1, bias=False)
+        self.alpha = alpha
+        self.representation = representation
+        v = torch.tensor([float(edge in prior_edges) for edge in self.edges])
+        self.register_buffer("prior", torch.softmax(v / temperature, dim=0), persistent=False)  # (E,)
+
+    def edge_weights(self, logits: dict[str, Tensor], reprs: dict[str, Tensor]) -> Tensor:
+        """softmax(α e) over the edges of each sample, (B, E); e_{i→j} = W_edge [z_j; z_i], z_m = [W_l l_m; W_r r_m]."""
+        z = {m: torch.cat([self.W_logit(logits[m]), self.W_repr(reprs[m])], dim=-1) for m in logits}
+        e = torch.cat([self.W_edge(torch.cat([z[s], z[t]], dim=-1)) for t, s in self.edges], dim=-1)  # (B, E)
+        return torch.softmax(self.alpha * e, dim=-1)
+
+    def forward(self, logits: dict[str, Tensor], reprs: dict[str, Tensor]) -> DistillationTerms:
+        soft = self.edge_weights(logits, reprs)  # (B, E)
+        w = soft + self.prior  # per-sample weight of each edge in the loss
+        logit = representation = soft.new_zeros(())
+        for e, (t, s) in enumerate(self.edges):
+            logit = logit + (w[:, e] * logit_distance(logits[s], logits[t])).mean()
+            if self.representation == "l1":
+                representation = representation + (w[:, e] * (reprs[s] - reprs[t].detach()).abs().sum(-1)).mean()
+            else:
+                cosine = F.cosine_similarity(reprs[s], reprs[t].detach(), dim=-1)
+                representation = representation + F.relu(cosine).mean() * w[:, e].mean()
+        regulariser = (soft.mean(0) - self.prior).pow(2).sum()
+        return DistillationTerms(logit, representation, regulariser)
+
+
+def logit_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """|student - sg(teacher)| averaged over the outputs, (B, K) -> (B,): the teacher receives no gradient."""
+    return (student - teacher.detach()).abs().mean(-1)

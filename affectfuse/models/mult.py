@@ -59,6 +59,9 @@ a prediction depend on the batch it is in, which no setting here should reproduc
 - Unused official parameters: the official model builds all three self-attention transformers even with
   `--lonly/--aonly/--vonly` (`only`, e.g. ("text",) for `--lonly`); we build those of the kept targets only (the
   converter drops the rest).
+- Graph distillation (`graph_distillation`, variant `mult:gd`; DMD's Table 5, not in the MulT paper): each target's
+  readout gets a linear unimodal prediction, trained by the task loss, and DMD's HeteroGD unit distils between
+  them (prior edges, weights and its min-cosine representation term as DMD's official code). Off by default.
 - Two-modality corpora (POM has no text): targets are the present modalities, each attending to the other one, so
   each target stream is d wide instead of 2d (the official partial modes drop targets, not sources).
 """
@@ -73,10 +76,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import InputSpec, Modalities, Recipe, TrainConfig
-from ..config.registry import register_model
+from ..config.registry import Variant, register_model
 from ..data.batch import Batch
-from .base import FusionModel, Output
-from .layers import TransformerEncoder, front_align, last_real_step
+from .base import FusionModel, Losses, Output, task_loss
+from .layers import GraphDistillation, TransformerEncoder, front_align, parse_edges, read_last_real_step
 from .text_encoder import TextEncoder
 
 MIN_SELF_LAYERS = 3
@@ -135,6 +138,19 @@ class MulTConfig:
     causal: bool = False
     """Hide source steps later than the query (+ |T_S - T_T|, on padded lengths) as the official `attn_mask` does;
     off by default because it makes predictions depend on the batch's padding (see the module docstring)."""
+    graph_distillation: bool = False
+    """MulT + GD (DMD's Table 5): a unimodal prediction from each target's readout, trained by the task loss, and a
+    graph-distillation unit between them (DMD's HeteroGD unit, `layers.GraphDistillation`). Training only."""
+    gd_size: int = 32
+    """Vertex embedding size of the distillation unit (DMD's HeteroGD: 32)."""
+    gd_weight: float = 0.05
+    """Weight of the distillation loss (DMD's λ2)."""
+    gd_prior: tuple[str, ...] = ("text->vision", "text->audio", "vision->audio")
+    """Edges teacher->student with v = 1 in the edge prior (DMD's HeteroGD prior)."""
+    gd_repr_weight: float = 10.0
+    """Weight of the unit's representation term (DMD's official min-cosine hinge on the readouts)."""
+    gd_reg_weight: float = 10.0
+    """Weight of the unit's prior regulariser."""
 
 
 def _table5(
@@ -269,6 +285,9 @@ RECIPES = {
 }
 
 
+VARIANTS = {"gd": Variant("MulT + GD (DMD's Table 5)", {"graph_distillation": True})}
+
+
 class TemporalConv(nn.Module):
     """X̂_m = Conv1D(X_m, k): a k-step convolution to width d, no bias (official).
 
@@ -297,7 +316,7 @@ class TemporalConv(nn.Module):
         return F.pad(mask, (0, max(0, self.kernel - mask.shape[1])))[:, self.kernel - 1 :]
 
 
-@register_model("mult", config=MulTConfig, recipes=RECIPES)
+@register_model("mult", config=MulTConfig, recipes=RECIPES, variants=VARIANTS)
 class MulT(FusionModel):
     def __init__(self, config: MulTConfig, spec: InputSpec) -> None:
         super().__init__(config, spec)
@@ -363,6 +382,24 @@ class MulT(FusionModel):
         self.proj2 = nn.Linear(combined, combined)
         self.out_drop = nn.Dropout(config.out_dropout)
         self.out = nn.Linear(combined, spec.output_size)
+        if config.graph_distillation:
+            if len(self.outputs) < 2:
+                raise ValueError(f"MulT graph distillation needs two or more targets; `only` keeps {self.outputs}")
+            self.aux = nn.ModuleDict(
+                {
+                    "unimodal": nn.ModuleDict({t: nn.Linear(width, spec.output_size) for t in self.outputs}),
+                    "gd": GraphDistillation(
+                        self.outputs,
+                        logit_dim=spec.output_size,
+                        repr_dim=width,
+                        size=config.gd_size,
+                        prior_edges=parse_edges(config.gd_prior, "gd_prior"),
+                        temperature=0.25,
+                        alpha=0.125,
+                        representation="min_cosine",
+                    ),
+                }
+            )
 
     def sources(self, target: str) -> list[str]:
         return [m for m in self.targets if m != target]
@@ -387,11 +424,36 @@ class MulT(FusionModel):
         """Z_{S→T} = CM_{S→T}(X̂_T, X̂_S): (B, T_T, d) queries attending to (B, T_S, d) keys and values."""
         return self.crossmodal[name](target, target_mask, context=source, context_mask=source_mask)
 
-    def forward(self, batch: Batch) -> Output:
+    def readouts(self, batch: Batch) -> dict[str, Tensor]:
+        """The last real step of each target's self-attention transformer, (B, (M-1) d)."""
         z, masks = self.crossmodal_streams(batch)
-        h = torch.cat([last_real_step(self.self_attention[t](z[t], masks[t]), masks[t]) for t in self.outputs], dim=-1)
+        # each transformer read at the last real step; its last layer computes only that step
+        return {t: read_last_real_step(self.self_attention[t], z[t], masks[t]) for t in self.outputs}
+
+    def predict(self, readouts: dict[str, Tensor]) -> Tensor:
+        h = torch.cat([readouts[t] for t in self.outputs], dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))  # residual block, (B, M (M-1) d)
-        return Output(self.shape_output(self.out(h)))
+        return self.shape_output(self.out(h))
+
+    def forward(self, batch: Batch) -> Output:
+        return Output(self.predict(self.readouts(batch)))
+
+    def loss(self, batch: Batch) -> Losses:
+        """The task loss; with `graph_distillation`, plus the unimodal task terms and the distillation loss."""
+        if not self.config.graph_distillation:
+            return super().loss(batch)
+        c, spec = self.config, self.spec
+        readouts = self.readouts(batch)
+        prediction = self.predict(readouts)
+        logits = {t: self.aux["unimodal"][t](readouts[t]) for t in self.outputs}
+        task = task_loss(prediction, batch.label, spec)
+        unimodal = sum(task_loss(self.shape_output(logit), batch.label, spec) for logit in logits.values())
+        gd = self.aux["gd"](logits, readouts)
+        distillation = gd.logit + c.gd_repr_weight * gd.representation + c.gd_reg_weight * gd.regulariser
+        total = task + unimodal + c.gd_weight * distillation
+        terms = {"task": task, "unimodal": unimodal, "gd_logit": gd.logit, "gd_repr": gd.representation,
+                 "gd_reg": gd.regulariser}
+        return Losses(total=total, terms={k: v.detach() for k, v in terms.items()}, prediction=prediction.detach())
 
 
 # `affectfuse tune`: width (a multiple of the 5 heads), depth, dropouts and learning rate. Format: affectfuse/tune.py.

@@ -142,7 +142,8 @@ RECIPES = {
 class UnimodalEncoders(nn.Module):
     """z_m for every modality the corpus has: sub-networks on time-averaged audio/vision, an LSTM on text.
 
-    Shared by TFN and LMF, which use the same sub-networks (spec §2.1).
+    Shared by TFN and LMF, which use the same sub-networks (spec §2.1), and LF-LSTM, which can also run the LSTM
+    sub-network on audio and vision (`lstm`: the modalities encoded by it; z_m then has `hidden[m]` entries).
     """
 
     def __init__(
@@ -152,16 +153,18 @@ class UnimodalEncoders(nn.Module):
         dropout: Modalities[float],
         text_out: int,
         mask_padding: bool = True,
+        lstm: tuple[str, ...] = ("text",),
     ) -> None:
         super().__init__()
         self.mask_padding = mask_padding
+        self.lstm = lstm
         self.encoders = nn.ModuleDict()
+        self.out_dims = {m: (text_out if m == "text" else hidden[m]) for m in spec.modalities}
         for m in spec.modalities:
-            if m == "text":
-                self.encoders[m] = TextSubNet(spec.dims[m], hidden.text, text_out, dropout.text)
+            if m in lstm:
+                self.encoders[m] = TextSubNet(spec.dims[m], hidden[m], self.out_dims[m], dropout[m])
             else:
                 self.encoders[m] = SubNet(spec.dims[m], hidden[m], dropout[m])
-        self.out_dims = {m: (text_out if m == "text" else hidden[m]) for m in spec.modalities}
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         z = {}
@@ -169,7 +172,7 @@ class UnimodalEncoders(nn.Module):
             x, mask = batch.features[m], batch.masks[m]
             if not self.mask_padding:  # the official code: padded steps enter the LSTM and the means
                 mask = torch.ones_like(mask)
-            z[m] = encoder(x, mask) if m == "text" else encoder(masked_mean(x, mask))  # (B, d_m)
+            z[m] = encoder(x, mask) if m in self.lstm else encoder(masked_mean(x, mask))  # (B, d_m)
         return z
 
 

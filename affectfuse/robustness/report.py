@@ -10,14 +10,11 @@ if TYPE_CHECKING:
 import csv
 import dataclasses
 import io
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from ..engine.metrics import format_table, higher_is_better
+from ..engine.metrics import format_table
 from ..io import atomic_write, write_json
 
 
@@ -93,32 +90,16 @@ def write_reports(result: SweepResult, *, plots: bool = True) -> None:
 
 
 def plot(result: SweepResult, path: Path, keys: Sequence[str] | None = None) -> Path:
-    """Metric vs missing rate, one line per model (mean over seeds) with the ± std band shaded, one panel per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    """Metric vs missing rate, one line per model (mean over seeds) with ± std error bars and band, one panel per
+    metric; the legend gives each model's AUILC."""
+    from .. import plots
 
     keys = list(keys or result.keys)
     curve = [c for c in result.conditions if c.rate is not None]
-    rates = np.array([c.rate for c in curve])
-    cols = min(4, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys, strict=False):
-        for m in result.models:
-            mean = np.array([result.summary[m][c.name][key][0] for c in curve])
-            std = np.array([result.summary[m][c.name][key][1] for c in curve])
-            area = result.auilc[m][key]["auilc"]
-            (line,) = ax.plot(rates, mean, marker="o", markersize=3, label=f"{m} (AUILC {area:.3f})")
-            ax.fill_between(rates, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_title(f"{key} ({'higher' if higher_is_better(key) else 'lower'} is better)", fontsize=9)
-        ax.set_xlabel("missing rate r")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip("."), dpi=110))
-    plt.close(fig)
-    return Path(path)
+    curves = {}
+    for m in result.models:
+        rows = [result.summary[m][c.name] for c in curve]
+        curves[m] = {key: ([r[key][0] for r in rows], [r[key][1] for r in rows],
+                           f"{m} (AUILC {result.auilc[m][key]['auilc']:.3f})") for key in keys}
+    title = f"{', '.join(result.models)} over seeds {result.seeds}"
+    return plots.save(plots.draw_rate_curves(title, [c.rate for c in curve], curves, keys), path)

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -53,13 +53,11 @@ from ..data.corpus import Corpus
 from ..engine.metrics import aggregate, metrics_for
 from ..io import write_json
 from ..outputs import claim
+from ..progress import job_bar
 from .auilc import auilc
+from .kinds import MaskSeed, MissingKind, Protocol
 from .missing import MISSING_SEEDS, apply_masks, split_missing_masks
 from .report import write_reports
-
-Protocol = Literal["train-and-test", "test-only"]
-MissingKind = Literal["feature", "modality"]
-MaskSeed = Literal["official", "per-seed"]
 
 LETTERS = {"text": "T", "audio": "A", "vision": "V"}
 
@@ -166,6 +164,8 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
     "tfn": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16, "post_fusion_dim": 32},
     "lmf": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16},
     "mult": {"dim": 16, "heads": 2, "layers": 1},
+    "ef_lstm": {"hidden": 32, "layers": 1},
+    "lf_lstm": {"hidden": Modalities(text=32, audio=16, vision=16), "text_out": 16, "post_fusion_dim": 32},
     "sft": {"dim": 16, "heads": 2, "n_layers_post_fusion": 2},
     "dmd": {"dim": 16, "heads": 2, "layers": 1, "homo_gd_size": 16, "hetero_gd_size": 16},
     "emt_dlfr": {
@@ -173,14 +173,23 @@ QUICK_MODEL: dict[str, dict[str, Any]] = {
         "audio_out": 16, "vision_out": 16, "post_fusion_dim": 64, "global_bottleneck": 16,
         "bottleneck": Modalities(text=16, audio=8, vision=8),
     },
+    "tfr_net": {
+        "dim": 16, "heads": 2, "layers": 1, "fusion_hidden": Modalities(text=16, audio=8, vision=8),
+        "fusion_gru_layers": 1, "cls_hidden": 32,
+    },
+    "mmim": {"audio_hidden": 16, "vision_hidden": 16, "fusion_hidden": 32},
+    "misa": {"hidden_size": 32, "fusion_ffn": 64},  # d 16 collapses on the synthetic corpus (its recipe's source)
+    "self_mm": {"post_fusion_dim": 32},
 }
 """`--quick` model overrides (applied on top of the recipe, before any --set)."""
 
 
 def quick_overrides(model: str, max_epochs: int, patience: int) -> dict[str, Any]:
-    """The `--quick` overrides for one model, given its recipe's epoch cap and patience."""
+    """The `--quick` overrides for one model (a variant, `method:variant`, gets its method's), given its recipe's
+    epoch cap and patience."""
     cap = min(max_epochs, QUICK_EPOCHS)
-    return {**QUICK_MODEL.get(model, {}), "train.max_epochs": cap, "train.patience": min(patience, max(2, cap // 3))}
+    quick = QUICK_MODEL.get(model.partition(":")[0], {})
+    return {**quick, "train.max_epochs": cap, "train.patience": min(patience, max(2, cap // 3))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -239,8 +248,6 @@ def run_sweep(
     `on_point` is called with each point after its file is written (progress hooks; tests interrupt from it).
     `plots=False` skips the PNG/SVG curves (the JSON, CSV and Markdown reports are always written).
     """
-    from tqdm.auto import tqdm
-
     from ..config.registry import get_entry
     from ..engine.evaluate import evaluate
     from ..engine.runs import resolve_recipe
@@ -257,9 +264,7 @@ def run_sweep(
         grid = [(m, c, s) for m in models for s in seeds for c in conditions]
         done = {(m, c.name, s) for m, c, s in grid if point_path(out, m, c, s).exists()}
         ran = 0
-        bar = tqdm(total=len(grid), initial=len(done), disable=not progress, desc="sweep", unit="run",
-                   dynamic_ncols=True)
-        try:
+        with job_bar(len(grid), done=len(done), desc="sweep", enabled=progress) as bar:
             for name in models:
                 _, recipe = resolve_recipe(name, corpus)
                 overrides: dict[str, Any] = {}
@@ -279,12 +284,12 @@ def run_sweep(
                         if settings.protocol == "test-only":
                             if trained is None:
                                 bar.set_postfix_str(f"{name} seed {seed}: training on complete data")
-                                trained = _trained_model(name, corpus, seed, overrides, out)
+                                trained = _trained_model(name, corpus, seed, overrides, out, progress)
                             model, run = trained
                             test = drop_splits(corpus, condition, ("test",), seeds_m).split("test")
                             metrics = evaluate(model, test)
                         else:
-                            run = _train_at(name, corpus, condition, seed, seeds_m, overrides, simulates)
+                            run = _train_at(name, corpus, condition, seed, seeds_m, overrides, simulates, progress)
                             metrics = run.test
                         point = {
                             "model": name,
@@ -307,12 +312,12 @@ def run_sweep(
                         bar.update(1)
                         if on_point is not None:
                             on_point(point)
-        finally:
-            bar.close()
         return collect(out, models, conditions, seeds, keys, ran=ran, plots=plots)
 
 
-def _trained_model(name: str, corpus: Corpus, seed: int, overrides: dict[str, Any], out: Path) -> tuple[Any, Any]:
+def _trained_model(
+    name: str, corpus: Corpus, seed: int, overrides: dict[str, Any], out: Path, progress: bool
+) -> tuple[Any, Any]:
     """The test-only protocol's model for (name, seed): reused from disk when its training finished, else trained."""
     from ..engine.checkpoint import load_model
     from ..engine.runs import RunResult, train_model
@@ -321,7 +326,7 @@ def _trained_model(name: str, corpus: Corpus, seed: int, overrides: dict[str, An
     result = run_dir / "result.json"  # train_model writes it after best.pt: its presence means training finished
     if not result.exists():
         (run_dir / "log.jsonl").unlink(missing_ok=True)  # an interrupted training's log; the retrain starts afresh
-        train_model(name, corpus, seed=seed, overrides=overrides, out_dir=run_dir, progress=False)
+        train_model(name, corpus, seed=seed, overrides=overrides, out_dir=run_dir, progress=progress)
     saved = json.loads(result.read_text())
     run = RunResult(**{f.name: saved[f.name] for f in dataclasses.fields(RunResult)})
     return load_model(run_dir / "best.pt"), run
@@ -335,6 +340,7 @@ def _train_at(
     seeds_m: Modalities[int],
     overrides: dict[str, Any],
     simulates: bool,
+    progress: bool,
 ) -> Any:
     """The train-and-test protocol: one model trained, selected and tested under `condition`."""
     from ..engine.runs import train_model
@@ -346,7 +352,7 @@ def _train_at(
         overrides = {"missing_rate": condition.rate, **overrides}
     else:
         data = drop_splits(corpus, condition, ("train", "valid", "test"), seeds_m)
-    return train_model(name, data, seed=seed, overrides=overrides, progress=False)
+    return train_model(name, data, seed=seed, overrides=overrides, progress=progress)
 
 
 def check_settings(out: Path, settings: SweepSettings, corpus: Corpus) -> None:

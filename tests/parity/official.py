@@ -22,3 +22,14 @@ def load_fixture(name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
     """The tensors stored under `prefix/` (e.g. the official state dict, or its gradients), without the prefix."""
     return {k[len(prefix) + 1:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+
+def tiny_bert(tmp_path_factory: Any, config: dict[str, Any]) -> str:
+    """A local BERT folder of the fixture's `config` (its random weights are replaced by the converted official
+    ones); skips without `transformers`."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers", reason="the official text encoder is a BERT")
+    path = tmp_path_factory.mktemp("tiny_bert")
+    transformers.BertModel(transformers.BertConfig(**config)).save_pretrained(path)
+    return str(path)
