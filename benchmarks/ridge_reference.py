@@ -15,17 +15,9 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from affectfuse.data.corpus import Split
 from affectfuse.data.datasets import load_data
+from affectfuse.engine.baselines import pooled
 from affectfuse.engine.metrics import metrics_for
-
-
-def pooled(split: Split) -> np.ndarray:
-    parts = []
-    for m, x in split.features.items():
-        mask = split.masks[m][..., None]
-        parts.append((x * mask).sum(1) / np.maximum(mask.sum(1), 1))
-    return np.concatenate(parts, axis=1)
 
 
 def main() -> None:

@@ -131,9 +131,10 @@ def test_mmsa_split_aliases(tmp_path: Path) -> None:
 
 def test_mmsa_missing_key(tmp_path: Path) -> None:
     bad = mmsa_split()
-    del bad["vision"]
-    path = dump({"train": bad}, tmp_path / "bad.pkl")
-    with pytest.raises(DataFormatError, match=r"bad\.pkl: split 'train': missing key 'vision'"):
+    del bad["vision"]  # a modality absent from every split is absent from the corpus; from one split, an error
+    assert read_mmsa_pickle(dump({"train": bad}, tmp_path / "audio_text.pkl")).spec.modalities == ("text", "audio")
+    path = dump({"train": mmsa_split(), "valid": bad}, tmp_path / "bad.pkl")
+    with pytest.raises(DataFormatError, match=r"bad\.pkl: split 'valid': modalities/dims .* differ from split 'train'"):
         read_mmsa_pickle(path)
 
 

@@ -476,7 +476,7 @@ def test_metrics_for_iemocap_and_classification() -> None:
     )
     assert iemocap.compute(z, y) == emotion_metrics(z, y, names)
     clf = metrics_for(_spec(task="classification", num_classes=2, targets=names, metric_family="classification"))
-    assert (clf.default_monitor, clf.keys) == ("f1", ("acc", "f1"))
+    assert (clf.default_monitor, clf.keys) == ("f1", ("acc", "f1", "f1_macro"))
     assert clf.compute(z, y) == classification_metrics(z, y)
     with pytest.raises(ValueError, match=r"iemocap prediction must have shape \(N, 4, 2\); got shape \(25, 8\)"):
         iemocap.compute(z.reshape(25, 8), y)

@@ -18,6 +18,10 @@ class InspectArgs:
     data: tyro.conf.Positional[str]
     """A path (format detected from content), `synthetic[:key=value,...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
     json: bool = False
+    task: Literal["auto", "regression", "classification"] = "auto"
+    """What the labels are: `auto` reads it from them; or force scores or classes."""
+    label_centre: float | None = None
+    """The neutral point of a rated scale (e.g. 3 on 1..5)."""
 
 
 @dataclass
@@ -35,16 +39,16 @@ class WriteArgs:
 def cmd_inspect(args: InspectArgs) -> None:
     from ..data.datasets import inspect_path
 
-    report = inspect_path(args.data)
+    report = inspect_path(args.data, task=args.task, label_centre=args.label_centre)
     if args.json:
         print(json.dumps(report, default=str))
         return
     targets = report["targets"]
     shown = ", ".join(targets) if len(targets) <= 4 else f"{targets[0]} … {targets[-1]}"
-    kind = f"{report['num_classes']}-class" if report["task"] == "classification" else "regression"
     print(f"{report['name']}: {report['source']}")
+    print(f"  task: {report['task_description']}")
     print(
-        f"  {kind}, {len(targets)} target(s) ({shown}), metrics: {report['metric_family']}, "
+        f"  {len(targets)} target(s) ({shown}), metrics: {report['metric_family']}, "
         f"{'aligned' if report['aligned'] else 'unaligned'}; extractors: {report['extractors']}"
     )
     for name, split in report["splits"].items():

@@ -46,6 +46,12 @@ class TrainArgs:
     """What to do with NaN/inf features: refuse (default) or replace by 0 with a warning."""
     tracker: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """Experiment trackers, one per --tracker (`tensorboard`, `mlflow`, `wandb`): local files in each run's folder."""
+    task: Literal["auto", "regression", "classification"] = "auto"
+    """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
+    label_centre: float | None = None
+    """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
+    standardise: bool = False
+    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
     json: bool = False
     quiet: bool = False
     """No progress bars."""
@@ -63,13 +69,22 @@ class EvaluateArgs:
     """A path, `synthetic[:...]`, `mosi-utterance[:ROOT]` or `pom[:ROOT]`."""
     split: str = "test"
     nonfinite: Literal["error", "zero"] = "error"
+    task: Literal["auto", "regression", "classification"] = "auto"
+    """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
+    label_centre: float | None = None
+    """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
+    standardise: bool = False
+    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
     json: bool = False
 
 
 
 def cmd_train(args: TrainArgs) -> None:
     from ..config.overrides import parse_overrides, seed_list
+    from ..data.checks import ready_for_training
     from ..data.datasets import load_data
+    from ..data.tasks import describe_task
+    from ..engine.baselines import baselines, verdict_table, verdicts
     from ..engine.metrics import aggregate, format_table, metrics_for
     from ..engine.runs import summarise, train_many
     from ..io import write_json
@@ -84,7 +99,8 @@ def cmd_train(args: TrainArgs) -> None:
     if args.compile:
         overrides["train.compile"] = True
     seeds = seed_list(args.seed, args.seeds)
-    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre,
+                       standardise=args.standardise)
     from ..engine.train import is_main_process
 
     # one writer per output folder, summary.json included (under torchrun rank 0 writes)
@@ -112,10 +128,16 @@ def cmd_train(args: TrainArgs) -> None:
         if not is_main_process():
             return  # under torchrun every process trained together; rank 0 reports
         summary = summarise(results)
+        ready = ready_for_training(corpus)
+        warned = [w for runs in results.values() for r in runs for w in r.warnings]
         payload = {
             "data": corpus.source or args.data,
+            "task": describe_task(corpus.spec),
             "seeds": seeds,
             "test": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in summary.items()},
+            "baselines": {name: b.to_dict() for name, b in baselines(ready).items()},
+            "versus_baselines": verdicts(summary, ready),
+            "warnings": warned,
             "runs": [dataclasses.asdict(r) for runs in results.values() for r in runs],
         }
         write_json(args.out / "summary.json", payload)
@@ -123,8 +145,13 @@ def cmd_train(args: TrainArgs) -> None:
             print(json.dumps(payload, default=float))
             return
         suite = metrics_for(corpus.spec)
-        print(f"\n{corpus.name}: test split, mean ± std over seeds {seeds} (each checkpoint selected on validation)")
-        print(format_table(summary, suite.keys))
+        print(f"\n{corpus.name} ({describe_task(corpus.spec)}): test split, mean ± std over seeds {seeds} (each "
+              "checkpoint selected on validation), and two baselines fitted on train, tuned on valid")
+        print(format_table({**summary, **{f"{n} (baseline)": b.test for n, b in baselines(ready).items()}},
+                           suite.keys))
+        print(f"\nversus the baselines (test means):\n{verdict_table(summary, ready)}")
+        for line in dict.fromkeys(warned):
+            print(f"warning: {line}")
         if corpus.spec.num_targets > 1:
             print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
             print(per_target_table(summary, corpus.spec.targets))
@@ -156,10 +183,30 @@ def cmd_evaluate(args: EvaluateArgs) -> None:
     from ..data.datasets import load_data
     from ..engine.runs import evaluate_checkpoint
 
-    corpus = load_data(args.data, nonfinite=args.nonfinite)
+    corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre,
+                       standardise=args.standardise)
     scores = evaluate_checkpoint(args.checkpoint, corpus, split=args.split)
+    found = scored_baselines(corpus, args.split)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "metrics": scores}, default=float))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "metrics": scores,
+                          "baselines": {n: {**b.to_dict(), "scores": b.test if args.split == "test" else b.valid}
+                                        for n, b in found.items()}}, default=float))
         return
+    names = list(found)
+    print(f"{'metric':20s} {'model':>10s}" + "".join(f" {n:>10s}" for n in names))
     for key, value in scores.items():
-        print(f"{key:20s} {value:.4f}")
+        others = "".join(f" {(found[n].test if args.split == 'test' else found[n].valid).get(key, float('nan')):10.4f}"
+                         for n in names)
+        print(f"{key:20s} {value:10.4f}{others}")
+    if not found:
+        print("(no baselines: they need the corpus's train and valid splits, and the split scored is test or valid)")
+
+
+def scored_baselines(corpus: Any, split: str) -> dict[str, Any]:
+    """The baselines of `corpus` when it has train/valid/test and `split` is valid or test, else {}."""
+    from ..data.checks import ready_for_training
+    from ..engine.baselines import baselines
+
+    if split not in ("valid", "test") or not {"train", "valid", "test"} <= set(corpus.splits):
+        return {}
+    return baselines(ready_for_training(corpus))

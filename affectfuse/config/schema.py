@@ -36,7 +36,7 @@ class Modalities(Generic[T]):
 
 
 TaskKind = Literal["regression", "classification"]
-MetricFamily = Literal["mosi", "sims", "iemocap", "traits", "regression", "classification"]
+MetricFamily = Literal["mosi", "sims", "iemocap", "traits", "regression", "rating", "classification"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +60,11 @@ class InputSpec:
     """Which paper metrics apply (spec §0.2-§0.4)."""
     aligned: bool = False
     """Word-aligned (equal T across modalities) or not."""
+    label_centre: float | None = None
+    """Rated scales (metric family "rating"): the neutral point; Acc-2/F1 compare label > centre with prediction >
+    centre, leaving out labels exactly at it (as MOSI's non-0 Acc-2 around 0). None: not a rated scale."""
+    label_scale: tuple[float, float] | None = None
+    """Rated scales: the scale's ends (e.g. (1, 5)); Acc-N rounds predictions clipped to it. None: no rated scale."""
     extractors: dict[str, str] = field(default_factory=dict)
     """Identity of the feature extractor of each modality, e.g. {"audio": "COVAREP"}."""
 
@@ -78,7 +83,10 @@ class InputSpec:
 
     @property
     def label_range(self) -> tuple[float, float] | None:
-        """The score range of sentiment corpora (MOSI/MOSEI [-3, 3], SIMS [-1, 1]); None where there is none."""
+        """The score range of sentiment corpora (MOSI/MOSEI [-3, 3], SIMS [-1, 1]) and of rated scales (their
+        `label_scale`); None where there is none."""
+        if self.metric_family == "rating":
+            return self.label_scale
         return {"mosi": (-3.0, 3.0), "sims": (-1.0, 1.0)}.get(self.metric_family)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +96,8 @@ class InputSpec:
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
         d = dict(d)
         d["targets"] = tuple(d.get("targets", ("sentiment",)))
+        if d.get("label_scale") is not None:
+            d["label_scale"] = tuple(d["label_scale"])
         return cls(**d)
 
     def compatible_with(self, other: InputSpec) -> list[str]:

@@ -94,12 +94,18 @@ def resolve_root(name: str, root: str | None = None) -> Path:
     )
 
 
-def load_data(spec: str, *, nonfinite: NonFinite = "error", **options: Any) -> Corpus:
-    """Load the corpus named by a data spec (see the module docstring for the forms).
+def load_data(
+    spec: str, *, nonfinite: NonFinite = "error", task: str = "auto", label_centre: float | None = None,
+    standardise: bool = False, **options: Any,
+) -> Corpus:
+    """Load the corpus named by a data spec (see the module docstring for the forms), its task read from its labels.
 
     Args:
         spec: a path, or a named corpus with an optional ``:ROOT`` / ``:options`` part.
         nonfinite: "error" rejects NaN/inf features; "zero" replaces them by 0 with a warning and counts them.
+        task: "auto" (the task the labels show), "regression" or "classification" (`tasks.interpret_labels`).
+        label_centre: the neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 are above vs below it.
+        standardise: z-score every feature dimension with the train split's statistics (`checks.standardise`).
         **options: reader options (e.g. ``emotion="happy"`` for LMF IEMOCAP, ``seed=`` for mosi-utterance).
 
     Raises:
@@ -107,15 +113,31 @@ def load_data(spec: str, *, nonfinite: NonFinite = "error", **options: Any) -> C
         FileNotFoundError: a missing path or named corpus folder.
         DataFormatError: a malformed file.
     """
+    from .tasks import interpret_labels
+
     name, sep, rest = spec.partition(":")
-    if name == "synthetic":
+    if name == "synthetic":  # its task is what its options declare, not read from its labels
+        if (task, label_centre) != ("auto", None):
+            raise ValueError("synthetic data declares its own task; --task and --label-centre apply to data read "
+                             "from files")
         if options:
             raise ValueError(
                 f"synthetic takes its options in the spec ('synthetic:key=value,...'), got {sorted(options)}"
             )
         from .synthetic import synthetic_from_options  # lazy: the synthetic module is optional at import time
 
-        return synthetic_from_options(rest)
+        corpus = synthetic_from_options(rest)
+    else:
+        corpus = interpret_labels(_load(spec, nonfinite, options), task, label_centre)
+    if standardise:
+        from .checks import standardise as standardised
+
+        return standardised(corpus)
+    return corpus
+
+
+def _load(spec: str, nonfinite: NonFinite, options: dict[str, Any]) -> Corpus:
+    name, sep, rest = spec.partition(":")
     if name == "mosi-utterance":
         return load_mosi_utterance(resolve_root(name, rest or None), nonfinite=nonfinite, **options)
     if name == "pom":
@@ -178,6 +200,8 @@ def inspect_corpus(corpus: Corpus) -> dict[str, Any]:
     ``nonfinite.replaced_at_load`` holds the counts recorded while loading (only with nonfinite="zero");
     ``nonfinite.remaining`` recounts NaN/inf still present in the features (0 for a corpus read by these readers).
     """
+    from .tasks import describe_task
+
     spec = corpus.spec
     fmt = re.search(r"\(([\w-]+)\)$", corpus.source)
     remaining = {
@@ -190,6 +214,9 @@ def inspect_corpus(corpus: Corpus) -> dict[str, Any]:
         "source": corpus.source,
         "format": fmt.group(1) if fmt else None,
         "task": spec.task,
+        "task_description": describe_task(spec),
+        "label_centre": spec.label_centre,
+        "label_scale": list(spec.label_scale) if spec.label_scale else None,
         "targets": list(spec.targets),
         "num_classes": spec.num_classes,
         "metric_family": spec.metric_family,
@@ -228,6 +255,7 @@ def _label_summary(labels: np.ndarray, corpus: Corpus) -> dict[str, Any]:
     spec = corpus.spec
     summary: dict[str, Any] = {"missing": int(np.count_nonzero(~np.isfinite(labels.astype(np.float64))))}
     if spec.task == "classification":
+        summary["missing"] = int(np.count_nonzero((labels < 0).any(1)))
         summary["class_counts"] = {
             t: {str(c): int(n) for c, n in zip(*np.unique(labels[:, i], return_counts=True), strict=True)}
             for i, t in enumerate(spec.targets)

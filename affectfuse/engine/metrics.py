@@ -17,6 +17,7 @@ Families (`InputSpec.metric_family`) and their default monitors:
 | sims           | `sims_metrics`           | (N, 1)     | mae             |
 | traits         | `traits_metrics`         | (N, K)     | mae             |
 | regression     | `regression_metrics`     | (N, K)     | mae             |
+| rating         | `rating_metrics`         | (N, 1)     | mae             |
 | iemocap        | `emotion_metrics`        | (N, K, C)  | f1              |
 | classification | `classification_metrics` | (N, K, C)  | f1              |
 """
@@ -361,6 +362,35 @@ def regression_metrics(pred: ArrayInput, label: ArrayInput) -> dict[str, float]:
     }
 
 
+def rating_metrics(
+    pred: ArrayInput, label: ArrayInput, *, centre: float, scale: tuple[float, float] | None = None
+) -> dict[str, float]:
+    """One rated score (e.g. 1..5) around its neutral point `centre`: `acc2`, `f1` (weighted), `f1_macro` of label >
+    centre vs prediction > centre, labels at the centre left out (MOSI's non-0 Acc-2 around 0; NaN if none is left);
+    `acc<n>` on a whole-number `scale` of n <= 11 points (rounded, clipped, as Acc-7); `mae` (unclipped), `corr`."""
+    p = _as_vector(pred, "pred").astype(np.float64)
+    y = _as_vector(label, "label").astype(np.float64)
+    _check_pair(p, y)
+    keep, out = y != centre, {"acc2": math.nan, "f1": math.nan, "f1_macro": math.nan}
+    if keep.any():
+        from sklearn.metrics import f1_score
+
+        truth, guess = y[keep] > centre, p[keep] > centre
+        out.update(acc2=_accuracy(truth, guess), f1=weighted_f1(truth, guess),
+                   f1_macro=float(f1_score(truth, guess, average="macro", labels=[False, True], zero_division=0)))
+    if scale is not None and (key := rounded_accuracy_key(scale)) is not None:
+        out[key] = _rounded_accuracy(p, y, *scale)
+    out.update(mae=float(np.mean(np.abs(p - y))), corr=pearson(p, y))
+    return out
+
+
+def rounded_accuracy_key(scale: tuple[float, float] | None) -> str | None:
+    """`acc<n>` for a whole-number scale lo..hi of n <= 11 points, else None."""
+    if scale is None or any(v != round(v) for v in scale) or not 2 <= scale[1] - scale[0] + 1 <= 11:
+        return None
+    return f"acc{int(scale[1] - scale[0] + 1)}"
+
+
 def classification_metrics(logits: ArrayInput, label: ArrayInput) -> dict[str, float]:
     """Generic classification metrics over all targets flattened into one pool of N*K decisions.
 
@@ -368,6 +398,7 @@ def classification_metrics(logits: ArrayInput, label: ArrayInput) -> dict[str, f
 
     - `acc` = mean over all (i, k) of [yhat_ik == y_ik]
     - `f1`  = support-weighted F1 of (y, yhat) over all (i, k), truth first.
+    - `f1_macro` = the unweighted mean over the C classes of F1_c (a majority-class answer scores <= 1/C).
     """
     z = _as_float_array(logits, "logits")
     y = _as_float_array(label, "label")
@@ -376,7 +407,10 @@ def classification_metrics(logits: ArrayInput, label: ArrayInput) -> dict[str, f
     z, yi = _logits_and_labels(z, y)
     yhat = np.argmax(z, axis=2).ravel()
     truth = yi.ravel()
-    return {"acc": _accuracy(truth, yhat), "f1": weighted_f1(truth, yhat)}
+    from sklearn.metrics import f1_score
+
+    macro = f1_score(truth, yhat, average="macro", labels=np.arange(z.shape[2]), zero_division=0)
+    return {"acc": _accuracy(truth, yhat), "f1": weighted_f1(truth, yhat), "f1_macro": float(macro)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -400,12 +434,14 @@ class MetricSuite:
         name: the metric family (`InputSpec.metric_family`).
         keys: the headline keys in the order papers print them, for tables.
         default_monitor: the key early stopping and model selection watch when `TrainConfig.monitor` is `auto`.
+        versus: the keys on which a model must beat the constant/majority predictor (`engine.baselines`).
     """
 
     name: str
     keys: tuple[str, ...]
     default_monitor: str
     _compute: Callable[[ArrayInput, ArrayInput], dict[str, float]] = field(repr=False)
+    versus: tuple[str, ...] = ()
 
     def compute(self, prediction: ArrayInput, label: ArrayInput) -> dict[str, float]:
         """All metrics of the family: prediction (N, K) scores or (N, K, C) logits, label (N, K)."""
@@ -429,8 +465,9 @@ class MetricSuite:
         return higher_is_better(key)
 
 
-_REGRESSION_FAMILIES = ("mosi", "sims", "traits", "regression")
+_REGRESSION_FAMILIES = ("mosi", "sims", "traits", "regression", "rating")
 _CLASSIFICATION_FAMILIES = ("iemocap", "classification")
+_FAMILIES = _REGRESSION_FAMILIES + _CLASSIFICATION_FAMILIES
 
 
 def metrics_for(spec: InputSpec) -> MetricSuite:
@@ -440,22 +477,12 @@ def metrics_for(spec: InputSpec) -> MetricSuite:
     need K = 1 and flatten. Classification families take (N, K, C) logits with C = `spec.num_classes`. Labels are
     (N, K) in both cases.
 
-    Headline keys (paper order): mosi follows MMSA's result order (has-0 then non-0 Acc-2/F1, Acc-5, Acc-7, MAE,
-    Corr); sims MMSA's (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); iemocap MulT's (Acc and F1 per emotion) then the means.
+    Headline keys (paper order): mosi as MMSA (has-0 then non-0 Acc-2/F1, Acc-5, Acc-7, MAE, Corr); sims as MMSA
+    (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); iemocap as MulT (Acc and F1 per emotion) then the means.
     """
     family = spec.metric_family
     k = spec.num_targets
-    if family in _REGRESSION_FAMILIES and spec.task != "regression":
-        raise ValueError(f"metric family {family!r} needs task 'regression'; the spec has task {spec.task!r}")
-    if family in _CLASSIFICATION_FAMILIES and (spec.task != "classification" or spec.num_classes < 2):
-        raise ValueError(
-            f"metric family {family!r} needs task 'classification' with num_classes >= 2; "
-            f"the spec has task {spec.task!r}, num_classes={spec.num_classes}"
-        )
-    if family in ("mosi", "sims") and k != 1:
-        raise ValueError(
-            f"metric family {family!r} scores one sentiment target; the spec has {k}: {list(spec.targets)}"
-        )
+    _check_family(spec)
 
     def scores(prediction: ArrayInput, label: ArrayInput) -> tuple[np.ndarray, np.ndarray]:
         p, y = _as_float_array(prediction, "prediction"), _as_float_array(label, "label")
@@ -474,24 +501,49 @@ def metrics_for(spec: InputSpec) -> MetricSuite:
 
     if family == "mosi":
         keys = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
-        return MetricSuite(family, keys, "mae", lambda p, y: sentiment_metrics(*(a.ravel() for a in scores(p, y))))
+        return MetricSuite(family, keys, "mae", lambda p, y: sentiment_metrics(*(a.ravel() for a in scores(p, y))),
+                           ("f1_non0", "mae"))
     if family == "sims":
         keys = ("acc2", "acc3", "acc5", "f1", "mae", "corr")
-        return MetricSuite(family, keys, "mae", lambda p, y: sims_metrics(*(a.ravel() for a in scores(p, y))))
+        return MetricSuite(family, keys, "mae", lambda p, y: sims_metrics(*(a.ravel() for a in scores(p, y))),
+                           ("f1", "mae"))
+    if family == "rating":
+        return _rating_suite(spec, scores)
     if family == "traits":
         keys = ("mae", "corr", "acc7")
-        return MetricSuite(family, keys, "mae", lambda p, y: traits_metrics(*scores(p, y), spec.targets))
+        return MetricSuite(family, keys, "mae", lambda p, y: traits_metrics(*scores(p, y), spec.targets), ("mae",))
     if family == "regression":
-        return MetricSuite(family, ("mae", "corr"), "mae", lambda p, y: regression_metrics(*scores(p, y)))
+        return MetricSuite(family, ("mae", "corr"), "mae", lambda p, y: regression_metrics(*scores(p, y)), ("mae",))
     if family == "iemocap":
         names = _target_keys(spec.targets, k)
         keys = tuple(f"{m}_{n}" for n in names for m in ("acc", "f1")) + ("acc", "f1")
-        return MetricSuite(family, keys, "f1", lambda z, y: emotion_metrics(*logits(z, y), spec.targets))
+        return MetricSuite(family, keys, "f1", lambda z, y: emotion_metrics(*logits(z, y), spec.targets), ("f1",))
     if family == "classification":
-        return MetricSuite(family, ("acc", "f1"), "f1", lambda z, y: classification_metrics(*logits(z, y)))
-    raise ValueError(
-        f"unknown metric family {family!r}; expected one of {_REGRESSION_FAMILIES + _CLASSIFICATION_FAMILIES}"
-    )
+        return MetricSuite(family, ("acc", "f1", "f1_macro"), "f1",
+                           lambda z, y: classification_metrics(*logits(z, y)), ("f1", "f1_macro"))
+    raise ValueError(f"unknown metric family {family!r}; expected one of {_FAMILIES}")
+
+
+def _check_family(spec: InputSpec) -> None:
+    family, k = spec.metric_family, spec.num_targets
+    if family in _REGRESSION_FAMILIES and spec.task != "regression":
+        raise ValueError(f"metric family {family!r} needs task 'regression'; the spec has task {spec.task!r}")
+    if family in _CLASSIFICATION_FAMILIES and (spec.task != "classification" or spec.num_classes < 2):
+        raise ValueError(f"metric family {family!r} needs task 'classification' with num_classes >= 2; "
+                         f"the spec has task {spec.task!r}, num_classes={spec.num_classes}")
+    if family in ("mosi", "sims") and k != 1:
+        raise ValueError(f"metric family {family!r} scores one sentiment target; the spec has {k}: {spec.targets}")
+
+
+def _rating_suite(spec: InputSpec, scores: Callable[..., tuple[np.ndarray, np.ndarray]]) -> MetricSuite:
+    if spec.label_centre is None or spec.num_targets != 1:
+        raise ValueError(f"metric family 'rating' scores one target around a label_centre; the spec has "
+                         f"{spec.num_targets} target(s) and label_centre={spec.label_centre}")
+    centre, scale = spec.label_centre, spec.label_scale
+    rounded = rounded_accuracy_key(scale)
+    keys = ("acc2", "f1", "f1_macro", *((rounded,) if rounded else ()), "mae", "corr")
+    return MetricSuite("rating", keys, "mae", lambda p, y: rating_metrics(
+        *(a.ravel() for a in scores(p, y)), centre=centre, scale=scale), ("f1", "mae"))
 
 
 def _cell(value: float | tuple[float, float] | None) -> str:

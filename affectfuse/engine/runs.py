@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,12 +18,15 @@ import numpy as np
 
 from ..config import Recipe
 from ..config.overrides import apply_overrides
+from ..config.recipes import AutoPlan, auto_plan
 from ..config.registry import create_model, default_recipe, get_entry
 from ..data.checks import check_split, labelled, ready_for_training
 from ..data.corpus import Corpus
+from ..data.tasks import describe_task
 from ..io import atomic_write, sha256_file, write_json
 from ..outputs import FinishedRunError, claim, prepare_run
 from ..trackers import check_trackers, open_trackers
+from .baselines import baselines, better, confusion, result_warnings
 from .checkpoint import load_model, save_checkpoint
 from .evaluate import predict
 from .metrics import aggregate, metrics_for
@@ -33,8 +37,8 @@ def resolve_recipe(
     model_name: str, corpus: Corpus, recipe: str | Recipe[Any] | None = "auto"
 ) -> tuple[str, Recipe[Any]]:
     """The recipe to start from: an explicit dataset name, or with "auto" the corpus's own (``mosi-utterance`` uses
-    ``mosi``), else the model's defaults; a `Recipe` (e.g. from a recipe file) is used as it is.
-    Returns (recipe name, recipe)."""
+    ``mosi``), else ("auto", the base `config.recipes.auto_plan` chooses by corpus size; `train_model` then searches
+    around it); a `Recipe` (e.g. from a recipe file) is used as it is. Returns (recipe name, recipe)."""
     entry = get_entry(model_name)
     if isinstance(recipe, Recipe):
         if not isinstance(recipe.model, entry.config):
@@ -49,7 +53,11 @@ def resolve_recipe(
     for candidate in (corpus.name, corpus.name.split("-")[0]):
         if candidate in entry.recipes:
             return candidate, entry.recipes[candidate]
-    return "default", default_recipe(model_name)
+    return "auto", auto_plan(model_name, _train_size(corpus)).base
+
+
+def _train_size(corpus: Corpus) -> int:
+    return len(corpus.splits["train"]) if "train" in corpus.splits else 0
 
 
 @dataclass
@@ -63,6 +71,10 @@ class RunResult:
     test: dict[str, float]
     seconds: float
     out_dir: str | None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """The model does not beat the constant/majority predictor, or collapsed on valid (`engine.baselines`)."""
+    auto: dict[str, Any] | None = None
+    """With the `auto` recipe and no stored one: the plan, each candidate's valid score and the one kept."""
 
 
 def train_model(
@@ -94,21 +106,57 @@ def train_model(
         raise ValueError(f"trackers {list(trackers)} write into the run's folder: give an output folder")
     corpus = ready_for_training(corpus)
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
-    config, train = apply_overrides(model_name, {**(overrides or {}), "train.seed": seed}, base)
+    user = {**(overrides or {}), "train.seed": seed}
+    plan = auto_plan(model_name, _train_size(corpus), user_overrides=overrides) if recipe_name == "auto" else None
+    config, train = apply_overrides(model_name, user, base)
+    search = Search(plan, user) if plan is not None else None
     if out_dir is None or not is_main_process():
-        return _train(model_name, corpus, recipe_name, config, train, None, progress, on_epoch)
+        return _train(model_name, corpus, recipe_name, config, train, None, progress, on_epoch, search=search)
     with claim(out_dir):
         request = {"model": model_name, "config": dataclasses.asdict(config), "train": dataclasses.asdict(train),
-                   "data_sha256": corpus.fingerprint()}
+                   "data_sha256": corpus.fingerprint(), **({"auto_plan": plan.to_dict()} if plan else {})}
         finished = None if overwrite else _finished(Path(out_dir), request)
         if finished is not None:
             return finished
         prepare_run(out_dir, overwrite=overwrite)
         on_epoch, close = open_trackers(trackers, out_dir, f"{model_name} seed {seed}", request, also=on_epoch)
         try:
-            return _train(model_name, corpus, recipe_name, config, train, Path(out_dir), progress, on_epoch, request)
+            return _train(model_name, corpus, recipe_name, config, train, Path(out_dir), progress, on_epoch, request,
+                          search=search)
         finally:
             close()
+
+
+@dataclass
+class Search:
+    """The `auto` candidates of one run: each trained and early-stopped on valid, the best on valid kept."""
+
+    plan: AutoPlan
+    user: dict[str, Any]
+
+    def run(self, model_name: str, corpus: Corpus, out_dir: Path | None, progress: bool,
+            on_epoch: Callable[[dict[str, Any]], None] | None) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """(model, fit result, train config, record) of the candidate with the best valid monitor."""
+        suite = metrics_for(corpus.spec)
+        best: tuple[Any, Any, Any, float, str] | None = None
+        scores: dict[str, float] = {}
+        for label, overrides in self.plan.candidates:
+            config, train = apply_overrides(model_name, {**overrides, **self.user}, self.plan.base)
+            seed_everything(train.seed)
+            model = create_model(model_name, corpus.spec, config)
+            where = out_dir / "auto" / label if out_dir is not None else None
+            result = fit(model, corpus.split("train"), corpus.split("valid"), train, out_dir=where,
+                         progress=progress, on_epoch=on_epoch)
+            monitor = suite.monitor(train.monitor)
+            value = scores[label] = suite.score(result.valid, monitor)
+            if best is None or better(value, best[3], monitor):
+                best = (model, result, train, value, label)
+        assert best is not None
+        model, result, train, _, label = best
+        if out_dir is not None:  # the run's log is the kept candidate's (each candidate's stays under auto/)
+            shutil.copyfile(out_dir / "auto" / label / "log.jsonl", out_dir / "log.jsonl")
+        record = {**self.plan.to_dict(), "valid": scores, "monitor": monitor, "chosen": label}
+        return model, result, train, record
 
 
 def _finished(out: Path, request: dict[str, Any]) -> RunResult | None:
@@ -119,7 +167,9 @@ def _finished(out: Path, request: dict[str, Any]) -> RunResult | None:
     try:
         stored = json.loads(path.read_text())
         differs = [k for k, v in request.items() if json.loads(json.dumps(v, default=float)) != stored.get(k)]
-        run = RunResult(**{f.name: stored[f.name] for f in dataclasses.fields(RunResult)})
+        optional = {"warnings", "auto"}  # absent from results written before they existed
+        run = RunResult(**{f.name: stored[f.name] for f in dataclasses.fields(RunResult)
+                           if f.name in stored or f.name not in optional})
     except (OSError, ValueError, KeyError, TypeError):
         differs, run = ["result.json (unreadable)"], None
     if differs or run is None:
@@ -140,16 +190,24 @@ def _train(
     progress: bool,
     on_epoch: Callable[[dict[str, Any]], None] | None,
     request: dict[str, Any] | None = None,
+    *,
+    search: Search | None = None,
 ) -> RunResult:
     start = time.perf_counter()
-    seed_everything(train.seed)
-    model = create_model(model_name, corpus.spec, config)
-    result = fit(
-        model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress,
-        on_epoch=on_epoch,
-    )
+    auto = None
+    if search is not None:
+        model, result, train, auto = search.run(model_name, corpus, out_dir, progress, on_epoch)
+    else:
+        seed_everything(train.seed)
+        model = create_model(model_name, corpus.spec, config)
+        result = fit(
+            model, corpus.split("train"), corpus.split("valid"), train, out_dir=out_dir, progress=progress,
+            on_epoch=on_epoch,
+        )
+    _, valid_predictions, valid_labels = predict(model, corpus.split("valid"))
     ids, predictions, labels = predict(model, corpus.split("test"))
     test = metrics_for(corpus.spec).compute(predictions, labels)
+    warned = result_warnings(model_name, test, corpus, valid_predictions, valid_labels)
     run = RunResult(
         model=model_name,
         seed=train.seed,
@@ -160,6 +218,8 @@ def _train(
         test=test,
         seconds=round(time.perf_counter() - start, 2),
         out_dir=str(out_dir) if out_dir is not None else None,
+        warnings=warned,
+        auto=auto,
     )
     if out_dir is not None:
         out = out_dir
@@ -177,6 +237,9 @@ def _train(
                 **dataclasses.asdict(run),
                 **(request or {}),
                 "data": corpus.source,
+                "task": describe_task(corpus.spec),
+                "baselines": {name: b.to_dict() for name, b in baselines(corpus).items()},
+                **({"test_confusion": confusion(predictions, labels)} if corpus.spec.task == "classification" else {}),
                 "checkpoint": "best.pt",
                 "checkpoint_sha256": sha256_file(out / "best.pt"),
             },

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...config import MODALITIES
 from ...io import atomic_write
-from ..corpus import Corpus, NonFinite, Split
+from ..corpus import Corpus, DataFormatError, NonFinite, Split
 from .common import PathLike, Source, check_text_mode, fet_extractors, length_mask, read_ids, splits_of, str_keys
 from .pickles import load_pickle
 from .registry import pickle_splits, register_format
@@ -32,7 +32,8 @@ def read_mmsa_pickle(
     """Read an MMSA feature pickle (`aligned_50.pkl`, `unaligned_50.pkl`, `unaligned_39.pkl`, MMSA-FET dataset output).
 
     Layout: ``{"train"|"valid"|"test": {id, raw_text, text (N,L,768), text_bert (N,3,L), audio (N,Ta,Da),
-    vision (N,Tv,Dv), audio_lengths?, vision_lengths?, regression_labels (N,), regression_labels_T/A/V?, ...}}``.
+    vision (N,Tv,Dv), audio_lengths?, vision_lengths?, regression_labels (N,), regression_labels_T/A/V?, ...}}``; a
+    modality whose key is absent from every split is absent from the corpus.
     Unaligned files carry ``*_lengths``; aligned ones do not (their masks are all True). The text mask is the
     ``text_bert`` attention mask when its length matches the text sequence. ``classification_labels`` (deprecated in
     MMSA 2.0) and ``annotations`` are ignored.
@@ -75,6 +76,11 @@ def _mmsa_from_object(obj: Any, src: Source, *, text: str, dataset: str | None, 
             "audio": f"{tag}-audio",
             "vision": f"{tag}-vision",
         }
+    present = next(iter(splits.values())).features if splits else {}
+    if splits and not present:
+        raise DataFormatError(f"{src.path}: no modality: expected one or more of the keys text/text_bert, audio, "
+                              "vision")
+    extractors = {m: name for m, name in extractors.items() if m in present}
     targets = ("sentiment", "sentiment_text", "sentiment_audio", "sentiment_vision") if unimodal_labels else None
     return src.corpus(
         dataset or Path(src.path).stem,
@@ -103,9 +109,13 @@ def _mmsa_split(d: dict[str, Any], split: str, src: Source, *, text: str, unimod
             axis=1,
         )
     features, masks = {}, {}
-    features["text"], masks["text"] = _mmsa_text(d, split, src, text=text, n=n)
+    # a modality without its key is absent (e.g. no transcripts): models train on the others, never a zero stream
+    if "text" in d or "text_bert" in d:
+        features["text"], masks["text"] = _mmsa_text(d, split, src, text=text, n=n)
     for m in ("audio", "vision"):
-        features[m] = src.features(src.require(d, m, split), split=split, modality=m, key=m, length=n)
+        if m not in d:
+            continue
+        features[m] = src.features(d[m], split=split, modality=m, key=m, length=n)
         if f"{m}_lengths" in d:
             key = f"{m}_lengths"
             masks[m] = length_mask(d[key], features[m].shape[1], n, split=split, key=key, src=src)

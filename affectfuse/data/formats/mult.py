@@ -21,7 +21,8 @@ from .registry import pickle_splits, register_format
 def read_mult_pickle(path: PathLike, *, nonfinite: NonFinite = "error") -> Corpus:
     """Read a MulT pickle: `mosi_data.pkl`, `mosei_senti_data.pkl`, `iemocap_data.pkl` or their `*_noalign` versions.
 
-    Layout: ``{"train"|"valid"|"test": {"vision", "audio", "text": (N, T, D), "labels", "id"?}}``. Labels (N, 1, 1)
+    Layout: ``{"train"|"valid"|"test": {"vision", "audio", "text": (N, T, D), "labels", "id"?}}``; a modality key may
+    be absent (every split then lacks it, and the corpus has only the others). Labels (N, 1, 1)
     are sentiment scores (regression); labels (N, E, C) are one-hot classes per target (IEMOCAP: E=4 emotions in the
     order neutral, happy, sad, angry, C=2) and become (N, E) int64 class indices. ``id`` rows (video, start, end) are
     joined with '_'; without ``id`` the ids are ``<split>_<index>``. Aligned = equal T in all three modalities.
@@ -39,13 +40,16 @@ def _mult_from_object(obj: Any, src: Source) -> Corpus:
         labels, kind = _mult_labels(src.require(d, "labels", s), s, src)
         kinds.add(kind)
         n = len(labels)
-        features = {m: src.features(src.require(d, m, s), split=s, modality=m, key=m, length=n) for m in MODALITIES}
+        # a corpus may lack a modality (no transcripts): models then train on those present, never a zero stream
+        features = {m: src.features(d[m], split=s, modality=m, key=m, length=n) for m in MODALITIES if m in d}
+        if not features:
+            raise src.error(f"split {s!r}", f"no modality: expected one or more of the keys {list(MODALITIES)}")
         splits[s] = Split(ids=read_ids(d.get("id"), n, s, src), features=features, masks={}, labels=labels)
     if len(kinds) != 1:
         raise DataFormatError(f"{src.path}: the splits disagree on the label layout: {sorted(kinds)}")
     task, k, classes = kinds.pop()
     first = next(iter(splits.values()))
-    aligned = len({first.features[m].shape[1] for m in MODALITIES}) == 1
+    aligned = len({x.shape[1] for x in first.features.values()}) == 1
     if task == "classification":
         iemocap = (k, classes) == (4, 2)
         spec = dict(
@@ -56,7 +60,7 @@ def _mult_from_object(obj: Any, src: Source) -> Corpus:
         )
     else:
         spec = dict(task="regression", targets=targets_for(k), metric_family="mosi" if k == 1 else "regression")
-    extractors = {m: f"mult-{m}" for m in MODALITIES}
+    extractors = {m: f"mult-{m}" for m in first.features}
     return src.corpus(Path(src.path).stem, "mult", splits, aligned=aligned, extractors=extractors, **spec)
 
 
