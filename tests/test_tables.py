@@ -14,11 +14,15 @@ ONE_EPOCH = ["--set", "train.max_epochs=1", "--set", "train.batch_size=16"]
 
 def test_emt_incomplete_table(tmp_path, capsys):
     out = tmp_path / "emt-incomplete.md"
+    directive = '<!-- docs-test: tiny "--seeds 1" -> "--seeds 1" -->'
+    out.write_text(f"# an earlier version\n\nMade by:\n\n{directive}\n```bash\nold command\n```\n")
     argv = ["table", "emt-incomplete", "--data", TINY_DATA, "--seeds", "1", "--rates", "0,1", "--model", "lmf",
             "ef_lstm", *ONE_EPOCH, "--out", str(out), "--work", str(tmp_path / "work"), "--quiet"]
     assert main(argv) == 0
     text = out.read_text()
     assert "affectfuse table emt-incomplete --data" in text and "--seed 1111 --rates 0,1" in text
+    assert f"Made by:\n\n{directive}\n```bash\naffectfuse table" in text  # the docs test's directive kept
+    assert "old command" not in text
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     assert header.split(" | ")[1:4] == ["MAE", "Corr", "Acc-7"] and "F1 non-0" in header
     rows = [line for line in text.splitlines() if line.startswith(("| lmf ", "| ef_lstm "))]
