@@ -18,14 +18,17 @@ the official pickle format, read on the official side by the official `Dataset` 
 loop body, on ours by `affectfuse.data.formats` into `engine.train.train_epoch`.
 
 Reported: median and min/max wall seconds of each, the ratio official / ours (above 1: we are faster), the machine,
-threads and torch version. Peak memory is not measured here (both models share one process); `affectfuse profile`
-measures ours.
+threads and torch version, and each side's training-step peak memory: the anonymous memory one step adds on top of
+what the process holds before it (freed heap pages handed back first with `malloc_trim`), so the two models sharing
+the process do not count; `affectfuse profile` measures ours alone in a child process.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import importlib
 import importlib.util
 import io
@@ -48,6 +51,7 @@ from affectfuse.convert import load_converted
 from affectfuse.data import formats
 from affectfuse.data.batch import Batch
 from affectfuse.data.corpus import BatchLoader
+from affectfuse.efficiency.memory import _peak_anonymous, _read_status, _reset_peak_rss, cpu_memory_supported
 from affectfuse.efficiency.profile import machine_description
 from affectfuse.engine.train import build_optimizer, optimizer_step, train_epoch
 from affectfuse.io import write_json
@@ -63,6 +67,20 @@ def _batch(lengths: dict[str, int], dims: dict[str, int], b: int, classes: int =
     label = torch.randint(0, classes, (b, 1), generator=g) if classes else torch.rand(b, 1, generator=g) * 6 - 3
     return Batch(features=features, masks={m: torch.ones(b, t, dtype=torch.bool) for m, t in lengths.items()},
                  label=label, ids=[str(i) for i in range(b)])
+
+
+_LIBC = ctypes.CDLL(None)
+
+
+def _peak_mb(run: Callable[[], None]) -> float:
+    """Peak anonymous memory one call adds on top of what the process holds before it (MB): the transient
+    activations, gradients and optimiser work of that call (both models stay resident in this one process)."""
+    gc.collect()
+    _LIBC.malloc_trim(0)  # hand freed heap pages back first, or the call reuses them and seems to need nothing
+    before = _read_status("RssAnon")
+    _reset_peak_rss()
+    run()
+    return (_peak_anonymous() - before) / 2**20
 
 
 def _timed(run: Callable[[], None]) -> float:
@@ -126,6 +144,8 @@ def compare_steps(name: str, step_official: Callable[[], None] | None, forward_o
             "official_range": [min(times_a), max(times_a)], "ours_range": [min(times_b), max(times_b)],
             "ratio": statistics.median(times_a) / statistics.median(times_b),
         }
+        if cpu_memory_supported():
+            row[what] |= {"official_peak_mb": _peak_mb(a), "ours_peak_mb": _peak_mb(b)}
     print(f"{name}: " + ", ".join(f"{k} {row[k]['ratio']:.2f}x" for k in ("train_step", "forward") if k in row)
           + " (official / ours)", flush=True)
     return row
@@ -353,15 +373,19 @@ def markdown(rows: list[dict]) -> str:
 
     def cell(row: dict, what: str) -> list[str]:
         if what not in row:
-            return ["—", "—", "—"]
+            return ["—"] * (4 if what == "train_step" else 3)
         r = row[what]
         lo, hi = (f"{x * 1e3:.1f}" for x in r["official_range"])
         a = f"{r['official_s'] * 1e3:.1f} [{lo}–{hi}]"
         lo, hi = (f"{x * 1e3:.1f}" for x in r["ours_range"])
-        return [a, f"{r['ours_s'] * 1e3:.1f} [{lo}–{hi}]", f"**{r['ratio']:.2f}x**"]
+        cells = [a, f"{r['ours_s'] * 1e3:.1f} [{lo}–{hi}]", f"**{r['ratio']:.2f}x**"]
+        if what == "train_step":
+            peak = r.get("official_peak_mb"), r.get("ours_peak_mb")
+            cells.append(" / ".join("—" if x is None else f"{x:.0f}" for x in peak))
+        return cells
 
-    lines = ["| case | train step: official ms [min–max] | ours ms [min–max] | ratio | forward: official ms | ours ms "
-             "| ratio |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| case | train step: official ms [min–max] | ours ms [min–max] | ratio | step peak MB official / ours "
+             "| forward: official ms | ours ms | ratio |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += ["| " + " | ".join([row["case"], *cell(row, "train_step"), *cell(row, "forward")]) + " |"
               for row in rows if "epoch" not in row]
     epochs = [row for row in rows if "epoch" in row]
