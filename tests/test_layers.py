@@ -182,3 +182,31 @@ def test_transformer_read_at_one_step_equals_the_full_output_there(causal, layer
     g_full, = torch.autograd.grad(full.square().sum(), x)
     g_one, = torch.autograd.grad(one.square().sum(), x)
     torch.testing.assert_close(g_one, g_full)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_grouped_crossmodal_transformers_equal_running_each(train):
+    """MulT's six cross-modal transformers at aligned lengths run as one stacked computation: the same outputs and
+    parameter gradients as running each (dropout off in train mode, so both are deterministic; separate key and
+    value streams in train mode)."""
+    from affectfuse.models.grouped import can_group, run_grouped
+
+    torch.manual_seed(0)
+    encoders = [TransformerEncoder(8, 2, 2, cross=True, embed_dropout=0.0, attn_dropout=0.0) for _ in range(3)]
+    for e in encoders:
+        e.train(train)
+        for p in e.parameters():  # not the initial ones/zeros: each affine and bias must reach its own group
+            torch.nn.init.normal_(p, std=0.3)
+    xs = [torch.randn(4, 5, 8, requires_grad=True) for _ in encoders]
+    contexts = [torch.randn(4, 6, 8, requires_grad=True) for _ in encoders]
+    assert can_group(encoders, xs, contexts)
+    assert not can_group(encoders, [*xs[:2], torch.randn(4, 7, 8)], contexts)  # unequal shapes run one by one
+    expected = [e(x, context=c) for e, x, c in zip(encoders, xs, contexts, strict=True)]
+    grouped = run_grouped(encoders, xs, contexts)
+    params = [p for e in encoders for p in e.parameters()] + xs + contexts
+    want = torch.autograd.grad(sum(o.square().sum() for o in expected), params)
+    got = torch.autograd.grad(sum(o.square().sum() for o in grouped), params)
+    for a, b in zip(grouped, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)

@@ -79,6 +79,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
+from .grouped import can_group, run_grouped
 from .layers import GraphDistillation, TransformerEncoder, front_align, parse_edges, read_last_real_step
 from .text_encoder import TextEncoder
 
@@ -413,11 +414,22 @@ class MulT(FusionModel):
             if m == "text":
                 x = self.text_drop(self.text_encoder(x, mask))
             x_hat[m], masks[m] = self.conv[m](x, mask), self.conv[m].output_mask(mask)
-        z = {}
+        streams = {}
+        unpadded = all(bool(m.all()) for m in masks.values())
+        shapes: dict[tuple, list[tuple[str, str]]] = {}
         for t in self.outputs:
-            z[t] = torch.cat(
-                [self.cross(f"{s}_to_{t}", x_hat[t], masks[t], x_hat[s], masks[s]) for s in self.sources(t)], dim=-1
-            )
+            for s in self.sources(t):
+                shapes.setdefault((x_hat[t].shape, x_hat[s].shape), []).append((s, t))
+        for pairs in shapes.values():
+            encoders = [self.crossmodal[f"{s}_to_{t}"] for s, t in pairs]
+            queries, sources = [x_hat[t] for _, t in pairs], [x_hat[s] for s, _ in pairs]
+            if unpadded and can_group(encoders, queries, sources):
+                # the cross-modal transformers of equal shapes (all six when aligned) as one stacked computation
+                streams |= dict(zip(pairs, run_grouped(encoders, queries, sources), strict=True))
+            else:
+                streams |= {(s, t): self.cross(f"{s}_to_{t}", x_hat[t], masks[t], x_hat[s], masks[s])
+                            for s, t in pairs}
+        z = {t: torch.cat([streams[s, t] for s in self.sources(t)], dim=-1) for t in self.outputs}
         return z, masks
 
     def cross(self, name: str, target: Tensor, target_mask: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:

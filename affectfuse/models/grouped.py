@@ -1,0 +1,123 @@
+"""Several cross-modal `TransformerEncoder`s of equal shapes run as one stacked computation.
+
+MulT's six cross-modal transformers at aligned lengths all see (B, T, d) queries and (B, T, d) sources. Run one by
+one, each of their ~25 operations per layer is a small call (d = 30); stacked along a group axis G, every linear
+layer is one batched matmul over (G, B*T, d), every LayerNorm, dropout and residual one call, and attention one call
+over G*B samples. The parameters stay in their own modules (checkpoints and converters are unchanged); they are
+stacked at each call, which autograd differentiates like any other op. The result equals running each encoder
+(`tests/test_layers.py` compares them, outputs and gradients).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .layers import (
+    BLOCKED_MIN_SCORES,
+    TransformerEncoder,
+    chunked_dropout_attention,
+    sinusoidal_positions,
+    use_chunked_dropout_attention,
+)
+
+
+def can_group(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], contexts: Sequence[Tensor]) -> bool:
+    """Whether `run_grouped` applies: cross-modal, non-causal, equal widths, depths, dropouts (attention dropout may
+    differ), ReLU feed-forwards with the shared norm, and equal input shapes (no masks: the caller checked that every
+    step is real)."""
+    first = encoders[0]
+
+    def same(e: TransformerEncoder) -> bool:
+        a, b = e.layers[0], first.layers[0]
+        return (
+            e.dim == first.dim and len(e.layers) == len(first.layers) and not e.causal
+            and a.attn.heads == b.attn.heads and a.context_norm is None and not a.ffn.geglu
+            and e.embed_drop.p == first.embed_drop.p and a.drop.p == b.drop.p and a.ffn.drop.p == b.ffn.drop.p
+            and e.positions == first.positions and e.position_start == first.position_start
+            and e.separate_kv_dropout == first.separate_kv_dropout
+        )
+
+    return (
+        len(encoders) > 1 and all(layer.cross for e in encoders for layer in e.layers)
+        and all(same(e) for e in encoders) and len({x.shape for x in xs}) == 1 and len({c.shape for c in contexts}) == 1
+    )
+
+
+def _stack(modules: Sequence[torch.nn.Module], name: str) -> Tensor:
+    return torch.stack([getattr(m, name) for m in modules])
+
+
+def _norm(x: Tensor, norms: Sequence[torch.nn.LayerNorm]) -> Tensor:
+    """Each group's LayerNorm on (G, N, D): the normalisation once, each group's affine broadcast."""
+    h = F.layer_norm(x, x.shape[-1:], eps=norms[0].eps)
+    return torch.addcmul(_stack(norms, "bias")[:, None], h, _stack(norms, "weight")[:, None])
+
+
+def _linear(x: Tensor, linears: Sequence[torch.nn.Linear]) -> Tensor:
+    """Each group's Linear on (G, N, D_in) -> (G, N, D_out): one batched matmul."""
+    weight = _stack(linears, "weight").transpose(1, 2)  # (G, D_in, D_out)
+    if linears[0].bias is None:
+        return torch.bmm(x, weight)
+    return torch.baddbmm(_stack(linears, "bias")[:, None], x, weight)
+
+
+def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], contexts: Sequence[Tensor]
+                ) -> list[Tensor]:
+    """`[e(x, context=c) for e, x, c in zip(encoders, xs, contexts)]` as one stacked computation (see `can_group`)."""
+    first = encoders[0]
+    g, (b, tq, d), tk = len(encoders), xs[0].shape, contexts[0].shape[1]
+    heads = first.layers[0].attn.heads
+
+    def positioned(x: Tensor, length: int) -> Tensor:
+        x = x * math.sqrt(d)
+        if first.positions:
+            x = x + sinusoidal_positions(length, d, start=first.position_start, device=x.device).to(x.dtype)
+        return x
+
+    x = first.embed_drop(positioned(torch.stack(list(xs)), tq)).reshape(g, b * tq, d)  # (G, B*Tq, D)
+    context = positioned(torch.stack(list(contexts)), tk)
+    keys = first.embed_drop(context).reshape(g, b * tk, d)
+    separate = first.separate_kv_dropout and first.training and first.embed_drop.p > 0
+    values = first.embed_drop(context).reshape(g, b * tk, d) if separate else None
+    for depth in range(len(first.layers)):
+        layers = [e.layers[depth] for e in encoders]
+        attn = [layer.attn for layer in layers]
+        h = _norm(x, [layer.norm for layer in layers])
+        hk = _norm(keys, [layer.norm for layer in layers])  # MulT's shared norm: LN(context) with LN's parameters
+        q = _linear(h, [a.to_q for a in attn])
+        w_kv = _stack([a.to_kv for a in attn], "weight")  # (G, 2D, D)
+        b_kv = _stack([a.to_kv for a in attn], "bias")
+        hv = hk if values is None else _norm(values, [layer.norm for layer in layers])
+        k = torch.baddbmm(b_kv[:, None, :d], hk, w_kv[:, :d].transpose(1, 2))
+        v = torch.baddbmm(b_kv[:, None, d:], hv, w_kv[:, d:].transpose(1, 2))
+        split = (g * b, -1, heads, d // heads)
+        q, k, v = (t.reshape(split).transpose(1, 2) for t in (q, k, v))  # (G*B, h, T, d/h)
+        y = _attention(q, k, v, [a.dropout if a.training else 0.0 for a in attn], b)
+        y = _linear(y.transpose(1, 2).reshape(g, b * tq, d), [a.out for a in attn])
+        x = x + layers[0].drop(y)
+        f = _norm(x, [layer.ffn_norm for layer in layers])
+        f = torch.relu(_linear(f, [layer.ffn.up for layer in layers]))
+        f = _linear(layers[0].ffn.drop(f), [layer.ffn.down for layer in layers])
+        x = x + layers[0].drop(f)
+    x = _norm(x, [e.norm for e in encoders]).reshape(g, b, tq, d)
+    return list(x.unbind(0))
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, dropouts: list[float], batch: int) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v over (G*B, h, T, d/h), each group's B samples with its own attention dropout."""
+    if len(set(dropouts)) == 1:
+        return _one(q, k, v, dropouts[0])
+    return torch.cat([_one(q[i:i + batch], k[i:i + batch], v[i:i + batch], p)
+                      for i, p in zip(range(0, q.shape[0], batch), dropouts, strict=True)])
+
+
+def _one(q: Tensor, k: Tensor, v: Tensor, dropout: float) -> Tensor:
+    scores = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    if dropout > 0 and scores >= BLOCKED_MIN_SCORES and use_chunked_dropout_attention(q):
+        return chunked_dropout_attention(q, k, v, None, dropout)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
