@@ -83,6 +83,20 @@ def _peak_mb(run: Callable[[], None]) -> float:
     return (_peak_anonymous() - before) / 2**20
 
 
+def _interleaved(official: Callable[[], None], ours: Callable[[], None], repeats: int) -> dict:
+    """Both sides timed in turn `repeats` times after one warm-up each: medians, min-max ranges, official / ours."""
+    official(), ours()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        times_a.append(_timed(official))
+        times_b.append(_timed(ours))
+    return {
+        "official_s": statistics.median(times_a), "ours_s": statistics.median(times_b),
+        "official_range": [min(times_a), max(times_a)], "ours_range": [min(times_b), max(times_b)],
+        "ratio": statistics.median(times_a) / statistics.median(times_b),
+    }
+
+
 def _timed(run: Callable[[], None]) -> float:
     start = time.perf_counter()
     run()
@@ -134,16 +148,7 @@ def compare_steps(name: str, step_official: Callable[[], None] | None, forward_o
     for what, a, b in modes:
         if a is None:
             continue
-        a(), b()  # warm-up
-        times_a, times_b = [], []
-        for _ in range(repeats):
-            times_a.append(_timed(a))
-            times_b.append(_timed(b))
-        row[what] = {
-            "official_s": statistics.median(times_a), "ours_s": statistics.median(times_b),
-            "official_range": [min(times_a), max(times_a)], "ours_range": [min(times_b), max(times_b)],
-            "ratio": statistics.median(times_a) / statistics.median(times_b),
-        }
+        row[what] = _interleaved(a, b, repeats)
         if cpu_memory_supported():
             row[what] |= {"official_peak_mb": _peak_mb(a), "ours_peak_mb": _peak_mb(b)}
     print(f"{name}: " + ", ".join(f"{k} {row[k]['ratio']:.2f}x" for k in ("train_step", "forward") if k in row)
@@ -267,15 +272,7 @@ MOSI_TRAIN = 1284  # training clips in CMU-MOSI's standard split
 
 
 def _timed_pair(name: str, official_epoch: Callable[[], None], our_epoch: Callable[[], None], repeats: int) -> dict:
-    official_epoch(), our_epoch()  # warm-up
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        times_a.append(_timed(official_epoch))
-        times_b.append(_timed(our_epoch))
-    row = {"case": name, "epoch": {
-        "official_s": statistics.median(times_a), "ours_s": statistics.median(times_b),
-        "official_range": [min(times_a), max(times_a)], "ours_range": [min(times_b), max(times_b)],
-        "ratio": statistics.median(times_a) / statistics.median(times_b)}}
+    row = {"case": name, "epoch": _interleaved(official_epoch, our_epoch, repeats)}
     print(f"{name}: epoch {row['epoch']['ratio']:.2f}x (official / ours)", flush=True)
     return row
 

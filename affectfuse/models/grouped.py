@@ -10,20 +10,13 @@ stacked at each call, which autograd differentiates like any other op. The resul
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import (
-    BLOCKED_MIN_SCORES,
-    TransformerEncoder,
-    chunked_dropout_attention,
-    sinusoidal_positions,
-    use_chunked_dropout_attention,
-)
+from .layers import TransformerEncoder, attention
 
 
 def can_group(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], contexts: Sequence[Tensor]) -> bool:
@@ -73,26 +66,20 @@ def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], co
     g, (b, tq, d), tk = len(encoders), xs[0].shape, contexts[0].shape[1]
     heads = first.layers[0].attn.heads
 
-    def positioned(x: Tensor, length: int) -> Tensor:
-        x = x * math.sqrt(d)
-        if first.positions:
-            x = x + sinusoidal_positions(length, d, start=first.position_start, device=x.device).to(x.dtype)
-        return x
-
-    x = first.embed_drop(positioned(torch.stack(list(xs)), tq)).reshape(g, b * tq, d)  # (G, B*Tq, D)
-    context = positioned(torch.stack(list(contexts)), tk)
+    x = first.embed(torch.cat(list(xs))).reshape(g, b * tq, d)  # (G*B, Tq, D) as one batch -> (G, B*Tq, D)
+    context = first.positioned(torch.cat(list(contexts)))
     keys = first.embed_drop(context).reshape(g, b * tk, d)
     separate = first.separate_kv_dropout and first.training and first.embed_drop.p > 0
     values = first.embed_drop(context).reshape(g, b * tk, d) if separate else None
     for depth in range(len(first.layers)):
         layers = [e.layers[depth] for e in encoders]
-        attn = [layer.attn for layer in layers]
-        h = _norm(x, [layer.norm for layer in layers])
-        hk = _norm(keys, [layer.norm for layer in layers])  # MulT's shared norm: LN(context) with LN's parameters
+        attn, norms = [layer.attn for layer in layers], [layer.norm for layer in layers]
+        h = _norm(x, norms)
+        hk = _norm(keys, norms)  # MulT's shared norm: LN(context) with LN's parameters
         q = _linear(h, [a.to_q for a in attn])
         w_kv = _stack([a.to_kv for a in attn], "weight")  # (G, 2D, D)
         b_kv = _stack([a.to_kv for a in attn], "bias")
-        hv = hk if values is None else _norm(values, [layer.norm for layer in layers])
+        hv = hk if values is None else _norm(values, norms)
         k = torch.baddbmm(b_kv[:, None, :d], hk, w_kv[:, :d].transpose(1, 2))
         v = torch.baddbmm(b_kv[:, None, d:], hv, w_kv[:, d:].transpose(1, 2))
         split = (g * b, -1, heads, d // heads)
@@ -109,15 +96,8 @@ def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], co
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, dropouts: list[float], batch: int) -> Tensor:
-    """softmax(q k^T / sqrt(d)) v over (G*B, h, T, d/h), each group's B samples with its own attention dropout."""
+    """Attention over (G*B, h, T, d/h), each group's B samples with its own attention dropout."""
     if len(set(dropouts)) == 1:
-        return _one(q, k, v, dropouts[0])
-    return torch.cat([_one(q[i:i + batch], k[i:i + batch], v[i:i + batch], p)
+        return attention(q, k, v, None, dropouts[0])
+    return torch.cat([attention(q[i:i + batch], k[i:i + batch], v[i:i + batch], None, p)
                       for i, p in zip(range(0, q.shape[0], batch), dropouts, strict=True)])
-
-
-def _one(q: Tensor, k: Tensor, v: Tensor, dropout: float) -> Tensor:
-    scores = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
-    if dropout > 0 and scores >= BLOCKED_MIN_SCORES and use_chunked_dropout_attention(q):
-        return chunked_dropout_attention(q, k, v, None, dropout)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)

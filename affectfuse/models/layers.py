@@ -38,13 +38,6 @@ def front_align(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return x, mask.sum(1)
 
 
-def last_real_step(x: Tensor, mask: Tensor) -> Tensor:
-    """The last real step of each front-aligned sequence, (B, T, D) -> (B, D); zeros where there is none."""
-    lengths = mask.sum(1)  # (B,)
-    index = (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, x.shape[-1])
-    return x.gather(1, index)[:, 0] * (lengths > 0)[:, None].to(x.dtype)
-
-
 KEEP_RESOLUTION = 1 << 15
 """Dropout draws compare 15 random bits with round(p * 2^15): p is honoured within 2^-16 (0.1 -> 0.100006)."""
 
@@ -101,8 +94,9 @@ class _FastDropout(torch.autograd.Function):
 
 
 def read_last_real_step(encoder: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
-    """`last_real_step(encoder(x, mask), mask)` for a self-attention `TransformerEncoder`, computing only that step
-    in its last layer (MulT's and DMD's readouts): (B, T, D), (B, T) -> (B, D); zeros for a sample with no real step."""
+    """A self-attention `TransformerEncoder`'s output at each front-aligned sequence's last real step, computing only
+    that step in its last layer (MulT's and DMD's readouts): (B, T, D), (B, T) -> (B, D); zeros for a sample with no
+    real step."""
     lengths = mask.sum(1)
     h = encoder(x, mask, read_at=(lengths - 1).clamp_min(0))
     return h * (lengths > 0)[:, None].to(h.dtype)
@@ -335,6 +329,16 @@ def xavier_linear(linear: nn.Linear) -> None:
         nn.init.zeros_(linear.bias)
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v with `dropout` on the probabilities: (B, h, Tq, d), (B, h, Tk, d) ->
+    (B, h, Tq, d_v). The blocked kernel where CPU training with dropout has no fused kernel and the call is large
+    enough to gain from it, SDPA otherwise."""
+    scores = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    if dropout > 0 and scores >= BLOCKED_MIN_SCORES and use_chunked_dropout_attention(q):
+        return chunked_dropout_attention(q, k, v, mask, dropout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` (fused kernels where available).
 
@@ -409,12 +413,7 @@ class MultiHeadAttention(nn.Module):
             # begins) would get NaN from the softmax; it attends everywhere instead and its output is zeroed.
             blind = ~mask.any(-1, keepdim=True)  # (B or 1, 1, Tq, 1)
             mask = mask | blind
-        dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and b * self.heads * tq * tk >= BLOCKED_MIN_SCORES and use_chunked_dropout_attention(q):
-            y = chunked_dropout_attention(q, k, v, mask, dropout)  # CPU has no fused kernel with dropout
-        else:
-            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        # y: (B, h, Tq, d/h)
+        y = attention(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, h, Tq, d/h)
         y = self.out(y.transpose(1, 2).reshape(b, tq, d))  # (B, Tq, D)
         return y if blind is None else y.masked_fill(blind[:, 0], 0.0)
 
