@@ -59,14 +59,35 @@ from affectfuse.io import write_json
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "parity"))
 MOSEI = {"text": 300, "audio": 74, "vision": 35}  # GloVe / COVAREP / Facet, as the official repos load MOSEI
+MOSI_TRANSCRIPTS = ROOT.parent / "shared" / "data" / "mosi" / "labels" / "mosi_labels_id_text_label_mode.csv"
 
 
-def _batch(lengths: dict[str, int], dims: dict[str, int], b: int, classes: int = 0) -> Batch:
+def mosi_word_counts() -> np.ndarray | None:
+    """Words per utterance of CMU-MOSI's 2199 transcripts (median 10, mean 12.6), capped at the aligned length 50;
+    None when the shared data is absent."""
+    import csv
+
+    if not MOSI_TRANSCRIPTS.is_file():
+        return None
+    with MOSI_TRANSCRIPTS.open(newline="") as f:
+        return np.minimum([len(row["text"].split()) for row in csv.DictReader(f)], 50)
+
+
+def _batch(lengths: dict[str, int], dims: dict[str, int], b: int, classes: int = 0,
+           words: np.ndarray | None = None) -> Batch:
+    """A random batch; with `words`, each text sequence has a word count drawn from them and is zero-padded at the
+    front to its full length, as the SDK and the official pickles pad (the official models run over the padding;
+    ours are given the mask)."""
     g = torch.Generator().manual_seed(0)
     features = {m: torch.randn(b, lengths[m], dims[m], generator=g) for m in dims}
     label = torch.randint(0, classes, (b, 1), generator=g) if classes else torch.rand(b, 1, generator=g) * 6 - 3
-    return Batch(features=features, masks={m: torch.ones(b, t, dtype=torch.bool) for m, t in lengths.items()},
-                 label=label, ids=[str(i) for i in range(b)])
+    masks = {m: torch.ones(b, t, dtype=torch.bool) for m, t in lengths.items()}
+    if words is not None:
+        t = lengths["text"]
+        counts = torch.as_tensor(np.random.default_rng(0).choice(words, b))
+        masks["text"] = torch.arange(t)[None, :] >= (t - counts)[:, None]
+        features["text"] = features["text"] * masks["text"][..., None]
+    return Batch(features=features, masks=masks, label=label, ids=[str(i) for i in range(b)])
 
 
 _LIBC = ctypes.CDLL(None)
@@ -156,7 +177,7 @@ def compare_steps(name: str, step_official: Callable[[], None] | None, forward_o
     return row
 
 
-def lmf_tfn(which: str, checkout: Path, b: int, repeats: int) -> dict:
+def lmf_tfn(which: str, checkout: Path, b: int, repeats: int, words: np.ndarray | None = None) -> dict:
     from make_lmf import official_module
 
     hidden = {"audio": 16, "video": 16, "text": 128}
@@ -172,10 +193,12 @@ def lmf_tfn(which: str, checkout: Path, b: int, repeats: int) -> dict:
     overrides |= {"rank": 4} if which == "lmf" else {"post_fusion_dim": 32, "post_fusion_dropout": 0.1}
     config = create_model(which, spec, **overrides).config
     ours = load_converted(which, "official", official.state_dict(), config, spec)
-    batch = _batch({"text": 50, "audio": 1, "vision": 1}, MOSEI, b)
+    batch = _batch({"text": 50, "audio": 1, "vision": 1}, MOSEI, b, words=words)
     audio, video, text = batch.features["audio"][:, 0], batch.features["vision"][:, 0], batch.features["text"]
     label = batch.label
-    return compare(f"{which} (MOSEI dims, batch {b})", official, ours, lambda: official(audio, video, text),
+    text_lengths = "MOSI word counts padded to 50" if words is not None else "every clip 50 words"
+    return compare(f"{which} (MOSEI dims, {text_lengths}, batch {b})", official, ours,
+                   lambda: official(audio, video, text),
                    batch, lambda out: nn.functional.l1_loss(out.reshape(b, -1), label), repeats)
 
 
@@ -407,10 +430,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
+    words = mosi_word_counts()
+    if words is None:
+        print(f"skipped the MOSI word-count cases: {MOSI_TRANSCRIPTS} is absent")
     for b in [] if args.only_epoch else args.batch:
         for which in ("lmf", "tfn"):
             if getattr(args, which) and b > 1:  # the official text sub-network squeezes the batch away at batch 1
-                rows.append(lmf_tfn(which, getattr(args, which).resolve(), b, args.repeats))
+                for counts in (None,) if words is None else (None, words):
+                    rows.append(lmf_tfn(which, getattr(args, which).resolve(), b, args.repeats, counts))
         if args.mult:
             for label, lengths in (("aligned 50", {"text": 50, "audio": 50, "vision": 50}),
                                    ("unaligned 50/500/500", {"text": 50, "audio": 500, "vision": 500})):

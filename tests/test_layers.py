@@ -11,7 +11,9 @@ from affectfuse.models.layers import (
     MultiHeadAttention,
     TransformerEncoder,
     front_align,
+    lstm_segments,
     masked_mean,
+    run_lstm,
     sinusoidal_positions,
 )
 
@@ -83,6 +85,48 @@ def test_masked_mean_and_front_align():
     aligned, lengths = front_align(x, mask)
     torch.testing.assert_close(aligned[1, :2], torch.tensor([[5.0], [7.0]]))
     assert lengths.tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("padding", ["end", "front", "scattered"])
+def test_run_lstm_equals_packing_by_length(layers, padding):
+    """The segmented unpacked LSTM gives packing's final states, outputs and parameter gradients, whatever the
+    padding, with samples of no real step among them."""
+    torch.manual_seed(layers)
+    rnn = torch.nn.LSTM(7, 5, num_layers=layers, batch_first=True)
+    b, t = 37, 23
+    lengths = torch.randint(0, t + 1, (b,))
+    lengths[:3] = torch.tensor([0, t, 1])
+    steps = torch.arange(t)[None, :]
+    mask = {"end": steps < lengths[:, None], "front": steps >= (t - lengths)[:, None],
+            "scattered": torch.rand(b, t) < 0.4}[padding]
+    x = torch.randn(b, t, 7) * mask[..., None]
+    h, out = run_lstm(rnn, x, mask, steps=True)
+    aligned, lengths = front_align(x, mask)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(aligned, lengths.clamp_min(1), batch_first=True,
+                                                     enforce_sorted=False)
+    packed_out, (packed_h, _) = rnn(packed)
+    packed_out = torch.nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=t)[0]
+    torch.testing.assert_close(h, packed_h[-1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, packed_out, atol=1e-6, rtol=0)
+    weights = torch.randn(t, 5)
+    ours = torch.autograd.grad(h.square().sum() + (out * weights).sum(), list(rnn.parameters()))
+    theirs = torch.autograd.grad(packed_h[-1].square().sum() + (packed_out * weights).sum(), list(rnn.parameters()))
+    for a, b_ in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b_, atol=1e-5, rtol=1e-4)  # float rounding of sums over 37 x 23 steps
+    assert run_lstm(rnn, x, mask)[1] is None
+
+
+def test_lstm_segments_cover_the_longest_sample_and_skip_padding():
+    mosi_like = [45, 30, 20, 12, 12, 10, 9, 8, 5, 5, 3] * 3
+    stops = lstm_segments(mosi_like)
+    assert stops == sorted(stops) and stops[-1] == 45 and set(stops) <= set(mosi_like)
+    steps, start = 0, 0
+    for stop in stops:  # sample-steps the segments run: those still going, over each segment
+        steps += sum(1 for n in mosi_like if n > start) * (stop - start)
+        start = stop
+    assert steps < 0.6 * len(mosi_like) * 45  # well under the padded batch
+    assert lstm_segments([7] * 5) == [7]
 
 
 def test_causal_attention_to_a_shorter_source_has_no_nan():

@@ -46,7 +46,7 @@ from ..config import InputSpec, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Output
-from .layers import front_align
+from .layers import front_align, run_lstm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,13 +130,9 @@ class EFLSTM(FusionModel):
         x, steps = self.fused_steps(batch)  # (B, T_l, Σ D_m)
         if self.norm is not None:
             x = self.norm(x)  # statistics per step position, over the batch and the features
-        if bool((steps == x.shape[1]).all()):  # full-length batch: nothing to skip
-            _, (h, _) = self.lstm(x)
-        else:
-            packed = nn.utils.rnn.pack_padded_sequence(x, steps.clamp_min(1).cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            _, (h, _) = self.lstm(packed)
-        hidden = torch.relu(self.linear(self.dropout(h[-1])))  # h_T of the last layer, (B, h)
+        real = torch.arange(x.shape[1], device=x.device)[None, :] < steps.clamp_min(1)[:, None]  # (B, T_l)
+        h, _ = run_lstm(self.lstm, x, real)  # h_T of the last layer, (B, h)
+        hidden = torch.relu(self.linear(self.dropout(h)))
         return Output(self.shape_output(self.out(self.dropout(hidden))))
 
 

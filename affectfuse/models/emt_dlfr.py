@@ -88,7 +88,7 @@ from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from ..robustness.missing import apply_kept, drop_features
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean
+from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean, run_lstm
 from .text_encoder import NO_DECAY, TextEncoder
 
 
@@ -287,13 +287,8 @@ class AudioVisualEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, D_in), front-aligned (B, T) mask -> local (B, T, out), utterance (B, out)."""
-        lengths = mask.sum(1)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        steps, (h, _) = self.rnn(packed)
-        steps, _ = nn.utils.rnn.pad_packed_sequence(steps, batch_first=True, total_length=x.shape[1])  # (B, T, hidden)
-        utterance = self.linear(h[0]) * (lengths > 0).unsqueeze(-1).to(x.dtype)  # a missing modality: h_m = 0
+        h, steps = run_lstm(self.rnn, x, mask, steps=True)  # (B, hidden), (B, T, hidden)
+        utterance = self.linear(h) * mask.any(1, keepdim=True).to(x.dtype)  # a missing modality: h_m = 0
         return self.linear(steps), utterance
 
 

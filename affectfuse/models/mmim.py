@@ -56,7 +56,7 @@ from ..config import InputSpec, Recipe, TrainConfig, uses_bert_tokens
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, Stage, task_loss
-from .layers import front_align, masked_mean
+from .layers import front_align, masked_mean, run_lstm
 from .text_encoder import TextEncoder
 
 LETTER = {"text": "t", "audio": "a", "vision": "v"}
@@ -154,11 +154,13 @@ class RNNEncoder(nn.Module):
         self.linear = nn.Linear((2 if bidirectional else 1) * hidden, out_dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
+        if not self.rnn.bidirectional:
+            return self.linear(self.drop(run_lstm(self.rnn, x, mask)[0]))
         x, lengths = front_align(x, mask)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True,
                                                    enforce_sorted=False)
         _, (h, _) = self.rnn(packed)  # (layers x directions, B, hidden)
-        h = torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]
+        h = torch.cat([h[-2], h[-1]], dim=-1)
         return self.linear(self.drop(h))
 
 
