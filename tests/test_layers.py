@@ -13,6 +13,7 @@ from affectfuse.models.layers import (
     front_align,
     lstm_segments,
     masked_mean,
+    plain_layer_norm,
     run_lstm,
     sinusoidal_positions,
 )
@@ -115,6 +116,16 @@ def test_run_lstm_equals_packing_by_length(layers, padding):
     for a, b_ in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b_, atol=1e-5, rtol=1e-4)  # float rounding of sums over 37 x 23 steps
     assert run_lstm(rnn, x, mask)[1] is None
+
+
+def test_plain_layer_norm_is_layer_norm_without_affine():
+    x = torch.randn(3, 7, 30, requires_grad=True)
+    ours = plain_layer_norm(x)
+    reference = torch.nn.functional.layer_norm(x, (30,))
+    torch.testing.assert_close(ours, reference)
+    w = torch.randn_like(ours)
+    torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0],
+                               torch.autograd.grad((reference * w).sum(), x)[0])
 
 
 def test_lstm_segments_cover_the_longest_sample_and_skip_padding():

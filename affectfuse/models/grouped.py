@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import TransformerEncoder, attention
+from .layers import TransformerEncoder, attention, plain_layer_norm
 
 
 def can_group(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], contexts: Sequence[Tensor]) -> bool:
@@ -47,7 +46,7 @@ def _stack(modules: Sequence[torch.nn.Module], name: str) -> Tensor:
 
 def _norm(x: Tensor, norms: Sequence[torch.nn.LayerNorm]) -> Tensor:
     """Each group's LayerNorm on (G, N, D): the normalisation once, each group's affine broadcast."""
-    h = F.layer_norm(x, x.shape[-1:], eps=norms[0].eps)
+    h = plain_layer_norm(x, norms[0].eps)
     return torch.addcmul(_stack(norms, "bias")[:, None], h, _stack(norms, "weight")[:, None])
 
 
@@ -88,7 +87,7 @@ def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], co
         y = _linear(y.transpose(1, 2).reshape(g, b * tq, d), [a.out for a in attn])
         x = x + layers[0].drop(y)
         f = _norm(x, [layer.ffn_norm for layer in layers])
-        f = torch.relu(_linear(f, [layer.ffn.up for layer in layers]))
+        f = torch.relu_(_linear(f, [layer.ffn.up for layer in layers]))  # in place: a fresh tensor (no page faults)
         f = _linear(layers[0].ffn.drop(f), [layer.ffn.down for layer in layers])
         x = x + layers[0].drop(f)
     x = _norm(x, [e.norm for e in encoders]).reshape(g, b, tq, d)

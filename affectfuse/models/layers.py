@@ -178,6 +178,24 @@ def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor, *, steps: bool = False) -> t
     return h, F.pad(out, (0, 0, 0, t - longest))
 
 
+def plain_layer_norm(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """LayerNorm over the last axis without learnable scale and shift. Computed with a unit affine: PyTorch's CPU
+    kernel without one is 2.9x slower (1.3 ms vs 0.45 ms on 6 x 1600 x 30, one thread), same numbers."""
+    d = x.shape[-1]
+    return F.layer_norm(x, (d,), x.new_ones(d), x.new_zeros(d), eps)
+
+
+class PlainLayerNorm(nn.Module):
+    """`nn.LayerNorm(dim, elementwise_affine=False)` through `plain_layer_norm` (no parameters either)."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return plain_layer_norm(x, self.eps)
+
+
 class SubNet(nn.Module):
     """The utterance-level audio/vision sub-network of TFN and LMF: BatchNorm -> Dropout -> 3 x (Linear -> ReLU)."""
 
@@ -530,7 +548,7 @@ class FeedForward(nn.Module):
             h, gate = h.chunk(2, dim=-1)
             h = h * nn.functional.gelu(gate)
         else:
-            h = torch.relu(h)
+            h = torch.relu_(h)  # in place on the fresh projection: no new allocation to fault in
         return self.down(self.drop(h))
 
 

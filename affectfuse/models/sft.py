@@ -95,7 +95,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output
-from .layers import FeedForward, MultiHeadAttention, front_align
+from .layers import FeedForward, MultiHeadAttention, PlainLayerNorm, front_align
 from .text_encoder import TextEncoder
 
 
@@ -201,7 +201,7 @@ class AttentionSublayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm = PlainLayerNorm()
         self.attn = MultiHeadAttention(dim, heads)
         self.drop = nn.Dropout(dropout)
 

@@ -164,7 +164,7 @@ def test_block_has_a_d_wide_mlp_and_an_attention_norm_without_parameters():
     attention = 4 * d * d + 4 * d  # q, k, v, out with biases; its LayerNorm has no scale or shift
     mlp = 2 * d + 2 * (d * d + d)  # LayerNorm, Linear(d, d), Linear(d, d)
     assert sum(p.numel() for p in block.parameters()) == attention + mlp
-    assert not block.attention.norm.elementwise_affine
+    assert not list(block.attention.norm.parameters())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
