@@ -121,6 +121,7 @@ from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
 from .layers import (  # noqa: F401  (DistillationTerms, logit_distance: part of this method's vocabulary)
     DistillationTerms,
+    Dropout,
     GraphDistillation,
     TransformerEncoder,
     front_align,
@@ -357,7 +358,7 @@ class ResidualMLP(nn.Module):
         super().__init__()
         self.proj1 = nn.Linear(dim, dim)
         self.proj2 = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, h: Tensor) -> Tensor:
         return h + self.proj2(self.drop(F.relu(self.proj1(h))))
@@ -372,7 +373,7 @@ class HomogeneousHead(nn.Module):
         self.proj1 = nn.Linear(flat_dim, dim)
         self.proj2 = nn.Linear(dim, flat_dim)
         self.out = nn.Linear(flat_dim, out_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         representation = F.relu(self.proj1(flat))
@@ -462,7 +463,7 @@ class DMD(FusionModel):
 
         self.text_encoder = TextEncoder(spec, bert_path=config.bert_path) if "text" in self.modalities else None
         in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.modalities}
-        self.text_drop = nn.Dropout(config.text_dropout)
+        self.text_drop = Dropout(config.text_dropout)
         kernels = {m: min(config.kernel[m], spec.lengths[m]) for m in self.modalities}
         self.steps = {m: spec.lengths[m] - kernels[m] + 1 for m in self.modalities}  # T'_m of the corpus
         self.project = nn.ModuleDict({m: Projection(in_dims[m], d, kernels[m]) for m in self.modalities})

@@ -46,7 +46,7 @@ from ..config import InputSpec, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Output
-from .layers import front_align, run_lstm
+from .layers import Dropout, front_align, run_lstm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +110,7 @@ class EFLSTM(FusionModel):
             width, config.hidden, num_layers=config.layers, batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.linear = nn.Linear(config.hidden, config.hidden)
         self.out = nn.Linear(config.hidden, spec.output_size)
 

@@ -88,7 +88,7 @@ from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from ..robustness.missing import apply_kept, drop_features
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean, run_lstm
+from .layers import Dropout, FeedForward, MultiHeadAttention, front_align, masked_mean, run_lstm
 from .text_encoder import NO_DECAY, TextEncoder
 
 
@@ -307,7 +307,7 @@ class CrossSelfTransformer(nn.Module):
         self.self_attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=False)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_mult * dim, activation="geglu")
-        self.ffn_drop = nn.Dropout(ff_dropout)  # after the block, as the official code (not on the hidden layer)
+        self.ffn_drop = Dropout(ff_dropout)  # after the block, as the official code (not on the hidden layer)
 
     def forward(self, x: Tensor, context: Tensor, *, mask: Tensor | None, context_mask: Tensor | None) -> Tensor:
         """x (B, Tq, D) with key mask `mask` (None: all real) attends to context (B, Tk, D) with `context_mask`."""
@@ -488,7 +488,7 @@ class EMTDLFR(FusionModel):
         )
         self.fusion = EMT(config, M)
         self.head = nn.Sequential(
-            nn.Dropout(config.post_fusion_dropout),
+            Dropout(config.post_fusion_dropout),
             nn.Linear(sum(widths.values()) + M * d, config.post_fusion_dim),
             nn.ReLU(),
             nn.Linear(config.post_fusion_dim, config.post_fusion_dim),

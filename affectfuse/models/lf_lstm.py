@@ -41,6 +41,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from .base import FusionModel, Output
+from .layers import Dropout
 from .tfn import UnimodalEncoders
 
 
@@ -103,7 +104,7 @@ class LFLSTM(FusionModel):
                                          lstm=lstm)
         fused = sum(self.encoders.out_dims.values())
         self.post_fusion = nn.Sequential(
-            nn.Dropout(config.post_fusion_dropout),
+            Dropout(config.post_fusion_dropout),
             nn.Linear(fused, config.post_fusion_dim),
             nn.ReLU(),
             nn.Linear(config.post_fusion_dim, config.post_fusion_dim),

@@ -62,7 +62,7 @@ from ..config import InputSpec, Recipe, TrainConfig, uses_bert_tokens
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import FeedForward, MultiHeadAttention, front_align, masked_mean
+from .layers import Dropout, FeedForward, MultiHeadAttention, front_align, masked_mean
 from .text_encoder import TextEncoder
 
 ORDER = ("text", "vision", "audio")
@@ -192,7 +192,7 @@ class FusionLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 2M, d) -> (B, 2M, d); every token is real
         x = self.norm1(x + self.drop(self.attn(x)))
@@ -277,12 +277,12 @@ class MISA(FusionModel):
         self.fusion = FusionLayer(d, config.fusion_heads, config.fusion_ffn, config.fusion_dropout)
         M = len(self.modalities)
         self.head = nn.Sequential(
-            nn.Linear(2 * M * d, M * d), nn.Dropout(config.dropout), nn.ReLU(), nn.Linear(M * d, spec.output_size)
+            nn.Linear(2 * M * d, M * d), Dropout(config.dropout), nn.ReLU(), nn.Linear(M * d, spec.output_size)
         )
         aux: dict[str, nn.Module] = {"reconstruct": nn.ModuleDict({m: nn.Linear(d, d) for m in self.modalities})}
         if config.similarity == "adversarial":
             aux["discriminator"] = nn.Sequential(
-                nn.Linear(d, d), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(d, M)
+                nn.Linear(d, d), nn.ReLU(), Dropout(config.dropout), nn.Linear(d, M)
             )
         self.aux = nn.ModuleDict(aux)
 

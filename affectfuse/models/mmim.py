@@ -56,7 +56,7 @@ from ..config import InputSpec, Recipe, TrainConfig, uses_bert_tokens
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, Stage, task_loss
-from .layers import front_align, masked_mean, run_lstm
+from .layers import Dropout, front_align, masked_mean, run_lstm
 from .text_encoder import TextEncoder
 
 LETTER = {"text": "t", "audio": "a", "vision": "v"}
@@ -150,7 +150,7 @@ class RNNEncoder(nn.Module):
         dropout = dropout if layers > 1 else 0.0  # as the official code passes it
         self.rnn = nn.LSTM(in_dim, hidden, num_layers=layers, dropout=dropout, bidirectional=bidirectional,
                            batch_first=True)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.linear = nn.Linear((2 if bidirectional else 1) * hidden, out_dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
@@ -244,7 +244,7 @@ class MMIM(FusionModel):
         widths = {"text": self.text_encoder.out_dim if self.text_encoder else 0, "audio": config.audio_out,
                   "vision": config.vision_out}
         self.widths = {m: widths[m] for m in self.modalities}
-        self.drop = nn.Dropout(config.fusion_dropout)
+        self.drop = Dropout(config.fusion_dropout)
         d = config.fusion_hidden
         self.linear_1 = nn.Linear(sum(self.widths.values()), d)
         self.linear_2 = nn.Linear(d, d)

@@ -80,7 +80,7 @@ from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
 from .grouped import can_group, run_grouped
-from .layers import GraphDistillation, TransformerEncoder, front_align, parse_edges, read_last_real_step
+from .layers import Dropout, GraphDistillation, TransformerEncoder, front_align, parse_edges, read_last_real_step
 from .text_encoder import TextEncoder
 
 MIN_SELF_LAYERS = 3
@@ -331,7 +331,7 @@ class MulT(FusionModel):
         self.outputs = tuple(m for m in self.targets if m in config.only) if config.only else self.targets
         self.text_encoder = TextEncoder(spec) if "text" in self.targets else None
         in_dims = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.targets}
-        self.text_drop = nn.Dropout(config.text_dropout)
+        self.text_drop = Dropout(config.text_dropout)
         self.conv = nn.ModuleDict(
             {
                 m: TemporalConv(
@@ -381,7 +381,7 @@ class MulT(FusionModel):
         combined = len(self.outputs) * width
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
-        self.out_drop = nn.Dropout(config.out_dropout)
+        self.out_drop = Dropout(config.out_dropout)
         self.out = nn.Linear(combined, spec.output_size)
         if config.graph_distillation:
             if len(self.outputs) < 2:

@@ -69,7 +69,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig, uses_bert_token
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss, with_rest
-from .layers import TextSubNet, masked_mean
+from .layers import Dropout, TextSubNet, masked_mean
 from .text_encoder import TextEncoder, bert_param_groups
 
 EPS = 1e-8
@@ -171,7 +171,7 @@ class Head(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, out_dim: int, dropout: float) -> None:
         super().__init__()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.layer1 = nn.Linear(in_dim, dim)
         self.layer2 = nn.Linear(dim, dim)
         self.layer3 = nn.Linear(dim, out_dim)

@@ -95,7 +95,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output
-from .layers import FeedForward, MultiHeadAttention, PlainLayerNorm, front_align
+from .layers import Dropout, FeedForward, MultiHeadAttention, PlainLayerNorm, front_align
 from .text_encoder import TextEncoder
 
 
@@ -203,7 +203,7 @@ class AttentionSublayer(nn.Module):
         super().__init__()
         self.norm = PlainLayerNorm()
         self.attn = MultiHeadAttention(dim, heads)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, z: Tensor, mask: Tensor) -> Tensor:  # (B, N, d), (B, N) -> (B, N, d)
         return z + self.drop(self.attn(self.norm(z), key_mask=mask))
@@ -217,7 +217,7 @@ class Block(nn.Module):
         self.attention = AttentionSublayer(dim, heads, dropout)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, dim, dropout=dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, z: Tensor, mask: Tensor) -> Tensor:  # (B, N, d), (B, N) -> (B, N, d)
         z = self.attention(z, mask)

@@ -51,7 +51,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output
-from .layers import SubNet, TextSubNet, bounded_output, masked_mean
+from .layers import Dropout, SubNet, TextSubNet, bounded_output, masked_mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,7 +210,7 @@ class TFN(FusionModel):
         for d in self.encoders.out_dims.values():
             fused_dim *= d + 1
         self.inference = nn.Sequential(
-            nn.Dropout(config.post_fusion_dropout),
+            Dropout(config.post_fusion_dropout),
             nn.Linear(fused_dim, config.post_fusion_dim),
             nn.ReLU(),
             nn.Linear(config.post_fusion_dim, config.post_fusion_dim),

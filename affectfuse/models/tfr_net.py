@@ -75,7 +75,7 @@ from ..config.registry import register_model
 from ..data.batch import Batch
 from ..robustness.missing import apply_kept, drop_features
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import TransformerEncoder, front_align
+from .layers import Dropout, TransformerEncoder, front_align
 from .text_encoder import TextEncoder, bert_param_groups
 
 MIN_SELF_LAYERS = 3
@@ -203,7 +203,7 @@ class GatedPooling(nn.Module):
         self.gru = nn.GRU(in_dim, hidden, num_layers=gru_layers, bidirectional=True, batch_first=True)
         self.gate = nn.Conv1d(2 * hidden, 1, kernel_size=3, padding=1)
         self.project = nn.Linear(2 * hidden + in_dim, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, h: Tensor, mask: Tensor, *, pool_mask: Tensor | None) -> Tensor:
         """H_m (B, T, Md), its front-aligned (B, T) mask -> (B, hidden); `pool_mask` None pools over every step."""
@@ -256,7 +256,7 @@ class TFRNet(FusionModel):
         d, M = config.dim, len(spec.modalities)
         self.text_encoder = TextEncoder(spec, bert_path=config.bert_path) if "text" in spec.dims else None
         raw = {m: self.text_encoder.out_dim if m == "text" else spec.dims[m] for m in self.modalities}
-        self.text_drop = nn.Dropout(config.text_dropout)
+        self.text_drop = Dropout(config.text_dropout)
         # As the official code: a modality already d wide is not convolved.
         self.conv = nn.ModuleDict(
             {m: SameConv(w, d, config.kernel[m]) if w != d else nn.Identity() for m, w in raw.items()}
@@ -295,7 +295,7 @@ class TFRNet(FusionModel):
             nn.BatchNorm1d(pooled),
             nn.Linear(pooled, config.cls_hidden),
             nn.LeakyReLU(),
-            nn.Dropout(config.cls_dropout),
+            Dropout(config.cls_dropout),
             nn.Linear(config.cls_hidden, spec.output_size),
         )
         # Training only: the final transformers (embedding = the T_m time steps) and the generators.
