@@ -148,6 +148,13 @@ def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor, *, steps: bool = False) -> t
     """
     b, t = mask.shape
     lengths = mask.sum(1)
+    if torch.jit.is_tracing():  # a trace records one path, and only packing's holds for every batch
+        x, lengths = front_align(x * mask.unsqueeze(-1).to(x.dtype), mask)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, (h, _) = rnn(packed)
+        out = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t)[0] if steps else None
+        return h[-1], out
     if bool(mask.all()):  # full-length batch: one call, nothing to skip
         out, (h, _) = rnn(x)
         return h[-1], (out if steps else None)
@@ -422,7 +429,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: flo
     scores = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
     if dropout > 0 and scores >= BLOCKED_MIN_SCORES and use_chunked_dropout_attention(q):
         return chunked_dropout_attention(q, k, v, mask, dropout)
-    if k.device.type == "cpu" and k.shape[2] % KEY_BLOCK >= KEY_BLOCK // 2:
+    if k.device.type == "cpu" and k.shape[2] % KEY_BLOCK >= KEY_BLOCK // 2 and not torch.jit.is_tracing():
         k, v, mask = pad_keys(k, v, mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
