@@ -15,9 +15,10 @@ EMT-DLFR, which run their official MOSI configurations, dropouts included.
 
 DMD and EMT-DLFR take their official trainers' steps, with all their loss terms (see `dmd` and `emt_dlfr`).
 EMT-DLFR has one row per text encoder of `--emt-bert` (random weights, fine-tuned as the official MOSI config
-does): BERT-base (12 layers, 768 wide; the BERT dominates the step) and a 1-layer BERT 64 wide (the row then shows
-mostly the fusion, encoders and restoration losses), at MOSI's unaligned shapes (text 50 tokens, audio 375 x 5,
-vision 500 x 20), batch 32 only (the official forward squeezes the batch away at batch 1).
+does): BERT-base (12 layers, 768 wide, as the official MOSI runs) and a 1-layer BERT 64 wide (the row then shows
+mostly the rest: audio/vision LSTMs, the fusion over 375/500 frames, the restoration losses), at MOSI's unaligned
+shapes (text 50 tokens, audio 375 x 5, vision 500 x 20), batch 32 only (the official forward squeezes the batch
+away at batch 1: its LSTM's final state loses the batch axis).
 
 `--epoch` adds a whole training epoch with data loading for LMF and MulT: a MOSI-sized synthetic corpus written in
 the official pickle format, read on the official side by the official `Dataset` class through a `DataLoader`
@@ -317,8 +318,9 @@ def emt_dlfr(checkout: Path, bert: str, b: int, repeats: int, words: np.ndarray 
     feed-forward, 0.3 before the head and BERT's own 0.1, as the official config; ours the same through
     `load_converted`), text the random BERT `EMT_BERTS[bert]`, fine-tuned (the official `use_finetune`), saved
     where the official `BertTextEncoder` loads it. Data: a MOSI-format unaligned pickle read by the official
-    `MMDataLoader` (its static missing masks at rate 0.5), text 50 tokens (the MOSI word counts + [CLS] and [SEP]
-    when the transcripts are there), audio 375 x 5 and vision 500 x 20 frames, every clip at full length.
+    `MMDataLoader` (its static missing masks at rate 0.5), text 50 tokens (when the transcripts are there, each
+    clip's real tokens are a MOSI word count, one word piece a word, + [CLS] and [SEP]), audio 375 x 5 and vision
+    500 x 20 frames, every clip at full length.
 
     Official step: the trainer's `do_train` (trains/missingTask/EMT_DLFR.py) on a one-batch loader with
     `update_epochs` 1, stopped right after its optimiser step: set-up (parameter groups, criteria), both views
@@ -333,14 +335,15 @@ def emt_dlfr(checkout: Path, bert: str, b: int, repeats: int, words: np.ndarray 
 
     from affectfuse.models.emt_dlfr import RECIPES, EMTDLFRConfig
 
-    width, vocab = (lambda c: (c.hidden_size, c.vocab_size))(BertConfig(**EMT_BERTS[bert]))
+    width = BertConfig(**EMT_BERTS[bert]).hidden_size
     tokens = [50] * b if words is None else np.minimum(np.random.default_rng(0).choice(words, b) + 2, 50).tolist()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         emt.write_bert(emt.bert_folder(root), EMT_BERTS[bert])
         emt.write_split_pickle(emt.mosi_pickle(root), tokens, [MOSI_UNALIGNED["audio"]] * b,
                                [MOSI_UNALIGNED["vision"]] * b, steps=tuple(MOSI_UNALIGNED.values()),
-                               dims=(MOSI_DIMS["audio"], MOSI_DIMS["vision"]), vocab=vocab)
+                               dims=(MOSI_DIMS["audio"], MOSI_DIMS["vision"]),
+                               vocab=BertConfig(**EMT_BERTS[bert]).vocab_size)
         official_ns = emt.load_official(checkout, root)
         args = emt.mosi_args(official_ns, root / "unused.pth", feature_dims=(width, *MOSI_DIMS.values()),
                              text_out=width, batch_size=b, update_epochs=1)
@@ -389,7 +392,8 @@ def emt_dlfr(checkout: Path, bert: str, b: int, repeats: int, words: np.ndarray 
     with torch.no_grad():  # the same function on both sides (eval mode), before timing
         difference = (official_forward() - ours.eval()(batch).prediction).abs().max().item()
     print(f"emt_dlfr ({bert}, batch {b}): eval predictions differ by {difference:.1e} at most", flush=True)
-    row = compare_steps(f"emt_dlfr {bert} (MOSI config, unaligned 50/375/500, batch {b})", official_step,
+    text = "MOSI word counts + 2 in 50 tokens" if words is not None else "every clip 50 tokens"
+    row = compare_steps(f"emt_dlfr {bert} (MOSI config, unaligned 50/375/500, {text}, batch {b})", official_step,
                         official_forward, ours, batch, RECIPES["mosi"].train, repeats)
     return row | {"max_abs_prediction_difference": difference}
 
