@@ -1,7 +1,7 @@
 """affectfuse against the official implementations, side by side in one process, same weights and inputs.
 
     python benchmarks/vs_official.py --lmf PATH/Low-rank-Multimodal-Fusion --tfn PATH/TensorFusionNetworks \\
-        --mult PATH/Multimodal-Transformer --sft PATH/sft --dmd PATH/DMD --epoch \\
+        --mult PATH/Multimodal-Transformer --sft PATH/sft --dmd PATH/DMD --emt_dlfr PATH/EMT-DLFR --epoch \\
         --out benchmarks/results/vs_official_cpu.json
 
 Any checkout not given is skipped with a message. For each method and shape, the official model is built from its
@@ -10,7 +10,15 @@ SFT, a contiguous positions tensor for MulT), its weights are converted into our
 two are timed on the same random batch, interleaved repeat by repeat after a warm-up: a training step (zero grad,
 forward, the method's task loss, backward, Adam step) and a forward pass in eval mode without gradients. Each side
 steps as its trainer does: the official scripts' `torch.optim.Adam` (PyTorch's per-parameter loop on CPU), ours
-`engine.train.build_optimizer` + `optimizer_step` (fused Adam). Every dropout is 0.1 on both sides.
+`engine.train.build_optimizer` + `optimizer_step` (fused Adam). Every dropout is 0.1 on both sides, except DMD and
+EMT-DLFR, which run their official MOSI configurations, dropouts included.
+
+DMD and EMT-DLFR take their official trainers' steps, with all their loss terms (see `dmd` and `emt_dlfr`).
+EMT-DLFR has one row per text encoder of `--emt-bert` (random weights, fine-tuned as the official MOSI config
+does): BERT-base (12 layers, 768 wide, as the official MOSI runs) and a 1-layer BERT 64 wide (the row then shows
+mostly the rest: audio/vision LSTMs, the fusion over 375/500 frames, the restoration losses), at MOSI's unaligned
+shapes (text 50 tokens, audio 375 x 5, vision 500 x 20), batch 32 only (the official forward squeezes the batch
+away at batch 1: its LSTM's final state loses the batch axis).
 
 `--epoch` adds a whole training epoch with data loading for LMF and MulT: a MOSI-sized synthetic corpus written in
 the official pickle format, read on the official side by the official `Dataset` class through a `DataLoader`
@@ -59,6 +67,7 @@ from affectfuse.io import write_json
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "parity"))
 MOSEI = {"text": 300, "audio": 74, "vision": 35}  # GloVe / COVAREP / Facet, as the official repos load MOSEI
+METHODS = ("lmf", "tfn", "mult", "sft", "dmd", "emt_dlfr")  # each with a --<name> PATH of its official checkout
 MOSI_TRANSCRIPTS = ROOT.parent / "shared" / "data" / "mosi" / "labels" / "mosi_labels_id_text_label_mode.csv"
 
 
@@ -291,6 +300,104 @@ def dmd(checkout: Path, b: int, repeats: int) -> dict:
                          TrainConfig(lr=1e-4, weight_decay=0.005, grad_clip=0.6), repeats)
 
 
+EMT_BERTS = {  # the EMT-DLFR rows' text encoders (`transformers.BertConfig` arguments), random weights
+    "bert-base": {},  # BertConfig() defaults: 12 layers, 768 wide, 12 heads, vocabulary 30522 (bert-base-uncased's)
+    "bert-1layer-64": {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256},
+}
+MOSI_UNALIGNED = {"text": 50, "audio": 375, "vision": 500}  # steps of MMSA's MOSI unaligned_50.pkl (spec §0)
+MOSI_DIMS = {"audio": 5, "vision": 20}  # the COVAREP / Facet subsets of MMSA's MOSI pickles
+
+
+class _Stepped(Exception):
+    """Raised by the official optimiser right after its step: the end of one official training step."""
+
+
+def emt_dlfr(checkout: Path, bert: str, b: int, repeats: int, words: np.ndarray | None = None) -> dict:
+    """EMT-DLFR at the official MOSI configuration (`ConfigRegression` emt-dlfr / mosi, built by
+    tests/fixtures/parity/make_emt_dlfr.py: D 128, 3 layers, 4 heads, shared MPUs, dropouts 0.3 attention, 0.1
+    feed-forward, 0.3 before the head and BERT's own 0.1, as the official config; ours the same through
+    `load_converted`), text the random BERT `EMT_BERTS[bert]`, fine-tuned (the official `use_finetune`), saved
+    where the official `BertTextEncoder` loads it. Data: a MOSI-format unaligned pickle read by the official
+    `MMDataLoader` (its static missing masks at rate 0.5), text 50 tokens (when the transcripts are there, each
+    clip's real tokens are a MOSI word count, one word piece a word, + [CLS] and [SEP]), audio 375 x 5 and vision
+    500 x 20 frames, every clip at full length.
+
+    Official step: the trainer's `do_train` (trains/missingTask/EMT_DLFR.py) on a one-batch loader with
+    `update_epochs` 1, stopped right after its optimiser step: set-up (parameter groups, criteria), both views
+    forward, every loss term (task of both views, the four attraction terms, the three reconstructions on its static
+    masks), backward, Adam over its five parameter groups. The official MOSI config accumulates 4 batches per step
+    (`update_epochs` 4, our recipe's `accumulate`); both sides here step on every batch. Its Adam is built once and
+    kept (its state persists as in training). Ours: `loss` (a fresh incomplete view drawn at rate 0.5, the same
+    terms) + backward + fused Adam over the same five groups. Forward: the official `forward_once` on the complete
+    view (one view; the official evaluation loop runs the model on both views) against our `forward`."""
+    import make_emt_dlfr as emt
+    from transformers import BertConfig
+
+    from affectfuse.models.emt_dlfr import RECIPES, EMTDLFRConfig
+
+    width = BertConfig(**EMT_BERTS[bert]).hidden_size
+    tokens = [50] * b if words is None else np.minimum(np.random.default_rng(0).choice(words, b) + 2, 50).tolist()
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        emt.write_bert(emt.bert_folder(root), EMT_BERTS[bert])
+        emt.write_split_pickle(emt.mosi_pickle(root), tokens, [MOSI_UNALIGNED["audio"]] * b,
+                               [MOSI_UNALIGNED["vision"]] * b, steps=tuple(MOSI_UNALIGNED.values()),
+                               dims=(MOSI_DIMS["audio"], MOSI_DIMS["vision"]),
+                               vocab=BertConfig(**EMT_BERTS[bert]).vocab_size)
+        official_ns = emt.load_official(checkout, root)
+        args = emt.mosi_args(official_ns, root / "unused.pth", feature_dims=(width, *MOSI_DIMS.values()),
+                             text_out=width, batch_size=b, update_epochs=1)
+        torch.manual_seed(0)
+        data = next(iter(official_ns.MMDataLoader(args)["train"]))
+        official = official_ns.AMIO(args)
+        spec = InputSpec(dims={"text": 3, **MOSI_DIMS}, lengths=dict(MOSI_UNALIGNED),
+                         extractors={"text": "bert-tokens"})
+        config = EMTDLFRConfig(bert_path=str(emt.bert_folder(root)))
+        ours = load_converted("emt_dlfr", "official", official.state_dict(), config, spec)
+    features = {"text": data["text"].transpose(1, 2).contiguous(), "audio": data["audio"], "vision": data["vision"]}
+    masks = {"text": data["text"][:, 1] > 0, "audio": data["audio_mask"] > 0, "vision": data["vision_mask"] > 0}
+    batch = Batch(features=features, masks=masks, label=data["labels"]["M"].reshape(-1, 1),
+                  ids=[str(i) for i in range(b)])
+
+    trainer = official_ns.ATIO().getTrain(args)
+    kept: list[torch.optim.Optimizer] = []
+
+    def stop(*_: object) -> None:
+        raise _Stepped
+
+    def adam_once(groups: list[dict]) -> torch.optim.Optimizer:
+        if not kept:
+            kept.append(torch.optim.Adam(groups))
+            kept[0].register_step_post_hook(stop)
+        return kept[0]
+
+    official_ns.trainer_module.optim = SimpleNamespace(Adam=adam_once)
+
+    def official_step() -> None:
+        with emt.trainer_shims(official_ns):
+            try:
+                trainer.do_train(official, {"train": [data], "valid": [data]})
+            except _Stepped:
+                return
+        raise RuntimeError("the official EMT-DLFR trainer finished its epoch without an optimiser step")
+
+    text_lengths = data["text"][:, 1].sum(1).int() - 2  # as the official forward: without [CLS] and [SEP]
+
+    def official_forward() -> torch.Tensor:
+        official.eval()
+        with torch.no_grad():
+            return official.Model.forward_once(data["text"], text_lengths, data["audio"], data["audio_lengths"],
+                                               data["vision"], data["vision_lengths"], missing=False)["pred"]
+
+    with torch.no_grad():  # the same function on both sides (eval mode), before timing
+        difference = (official_forward() - ours.eval()(batch).prediction).abs().max().item()
+    print(f"emt_dlfr ({bert}, batch {b}): eval predictions differ by {difference:.1e} at most", flush=True)
+    text = "MOSI word counts + 2 in 50 tokens" if words is not None else "every clip 50 tokens"
+    row = compare_steps(f"emt_dlfr {bert} (MOSI config, unaligned 50/375/500, {text}, batch {b})", official_step,
+                        official_forward, ours, batch, RECIPES["mosi"].train, repeats)
+    return row | {"max_abs_prediction_difference": difference}
+
+
 MOSI_TRAIN = 1284  # training clips in CMU-MOSI's standard split
 
 
@@ -418,8 +525,10 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("lmf", "tfn", "mult", "sft", "dmd"):
+    for name in METHODS:
         parser.add_argument(f"--{name}", type=Path, help=f"the official {name.upper()} checkout")
+    parser.add_argument("--emt-bert", nargs="+", choices=list(EMT_BERTS), default=list(EMT_BERTS),
+                        help="the EMT-DLFR rows' text encoders")
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 1])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -446,18 +555,21 @@ def main() -> None:
             rows.append(sft(args.sft.resolve(), b, args.repeats))
         if args.dmd and b > 1:  # the official margin loss needs two samples
             rows.append(dmd(args.dmd.resolve(), b, args.repeats))
+        if args.emt_dlfr and b > 1:  # the official forward squeezes the batch away (text lengths, LSTM states)
+            rows += [emt_dlfr(args.emt_dlfr.resolve(), bert, b, args.repeats, words) for bert in args.emt_bert]
     if args.epoch or args.only_epoch:
         with tempfile.TemporaryDirectory() as folder:
             if args.lmf:
                 rows.append(lmf_epoch(args.lmf.resolve(), Path(folder), args.repeats))
             if args.mult:
                 rows.append(mult_epoch(args.mult.resolve(), Path(folder), args.repeats))
-    skipped = [n for n in ("lmf", "tfn", "mult", "sft", "dmd") if not getattr(args, n)]
+    skipped = [n for n in METHODS if not getattr(args, n)]
     for name in skipped:
         print(f"skipped {name}: no --{name} checkout given")
     print(markdown(rows))
     write_json(args.out, {"machine": machine_description(), "threads": args.threads, "torch": torch.__version__,
-                          "repeats": args.repeats, "dropout": 0.1,
+                          "repeats": args.repeats,
+                          "dropout": "0.1; DMD and EMT-DLFR: their official MOSI values",
                           "optimizer": "official: Adam; ours: fused Adam", "skipped": skipped, "rows": rows})
 
 
