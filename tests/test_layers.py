@@ -240,20 +240,25 @@ def test_transformer_read_at_one_step_equals_the_full_output_there(causal, layer
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_grouped_crossmodal_transformers_equal_running_each(train):
-    """MulT's six cross-modal transformers at aligned lengths run as one stacked computation: the same outputs and
+@pytest.mark.parametrize(("causal", "source_steps"), [(False, 6), (True, 6), (True, 3)])
+def test_grouped_crossmodal_transformers_equal_running_each(train, causal, source_steps):
+    """MulT's and DMD's cross-modal transformers of equal shapes run as one stacked computation: the same outputs and
     parameter gradients as running each (dropout off in train mode, so both are deterministic; separate key and
-    value streams in train mode)."""
+    value streams in train mode), also under the causal mask, with queries before a shorter source begins."""
     from affectfuse.models.grouped import can_group, run_grouped
 
     torch.manual_seed(0)
-    encoders = [TransformerEncoder(8, 2, 2, cross=True, embed_dropout=0.0, attn_dropout=0.0) for _ in range(3)]
+    encoders = [TransformerEncoder(8, 2, 2, cross=True, embed_dropout=0.0, attn_dropout=0.0, causal=causal)
+                for _ in range(3)]
     for e in encoders:
         e.train(train)
         for p in e.parameters():  # not the initial ones/zeros: each affine and bias must reach its own group
             torch.nn.init.normal_(p, std=0.3)
     xs = [torch.randn(4, 5, 8, requires_grad=True) for _ in encoders]
-    contexts = [torch.randn(4, 6, 8, requires_grad=True) for _ in encoders]
+    contexts = [torch.randn(4, source_steps, 8, requires_grad=True) for _ in encoders]
+    if source_steps < xs[0].shape[1] and causal:  # the official offset future mask: each runs on its own
+        assert not can_group(encoders, xs, contexts)
+        return
     assert can_group(encoders, xs, contexts)
     assert not can_group(encoders, [*xs[:2], torch.randn(4, 7, 8)], contexts)  # unequal shapes run one by one
     expected = [e(x, context=c) for e, x, c in zip(encoders, xs, contexts, strict=True)]

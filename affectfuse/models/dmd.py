@@ -119,6 +119,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
+from .grouped import run_crossmodal
 from .layers import (  # noqa: F401  (DistillationTerms, logit_distance: part of this method's vocabulary)
     DistillationTerms,
     Dropout,
@@ -567,15 +568,12 @@ class DMD(FusionModel):
             [read_last_real_step(self.common_attention[m], c[m], masks[m]) for m in self.modalities], dim=-1
         )
         h = {}
+        if self.config.crossmodal_attention:  # of equal shapes (aligned), one stacked computation when unpadded
+            pairs = [(src, t) for t in self.modalities for src in self.sources(t)]
+            streams = run_crossmodal(self.crossmodal, pairs, s, masks)
         for t in self.modalities:
             if self.config.crossmodal_attention:
-                z = torch.cat(
-                    [
-                        self.crossmodal[f"{src}_to_{t}"](s[t], masks[t], context=s[src], context_mask=masks[src])
-                        for src in self.sources(t)
-                    ],
-                    dim=-1,
-                )  # (B, T'_t, (M-1) d)
+                z = torch.cat([streams[src, t] for src in self.sources(t)], dim=-1)  # (B, T'_t, (M-1) d)
             else:
                 z = s[t]  # (B, T'_t, d)
             h[t] = read_last_real_step(self.memory[t], z, masks[t])  # its last layer computes only that step

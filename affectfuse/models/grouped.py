@@ -10,7 +10,7 @@ stacked at each call, which autograd differentiates like any other op. The resul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -19,15 +19,16 @@ from .layers import TransformerEncoder, attention, plain_layer_norm
 
 
 def can_group(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], contexts: Sequence[Tensor]) -> bool:
-    """Whether `run_grouped` applies: cross-modal, non-causal, equal widths, depths, dropouts (attention dropout may
+    """Whether `run_grouped` applies: cross-modal, equal widths, depths, causality, dropouts (attention dropout may
     differ), ReLU feed-forwards with the shared norm, and equal input shapes (no masks: the caller checked that every
-    step is real)."""
+    step is real); causal ones only with sources at least as long as the queries (a shorter source takes the official
+    future mask's offset, `TransformerEncoder.forward`)."""
     first = encoders[0]
 
     def same(e: TransformerEncoder) -> bool:
         a, b = e.layers[0], first.layers[0]
         return (
-            e.dim == first.dim and len(e.layers) == len(first.layers) and not e.causal
+            e.dim == first.dim and len(e.layers) == len(first.layers) and e.causal == first.causal
             and a.attn.heads == b.attn.heads and a.context_norm is None and not a.ffn.geglu
             and e.embed_drop.p == first.embed_drop.p and a.drop.p == b.drop.p and a.ffn.drop.p == b.ffn.drop.p
             and e.positions == first.positions and e.position_start == first.position_start
@@ -37,6 +38,7 @@ def can_group(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], cont
     return (
         len(encoders) > 1 and all(layer.cross for e in encoders for layer in e.layers)
         and all(same(e) for e in encoders) and len({x.shape for x in xs}) == 1 and len({c.shape for c in contexts}) == 1
+        and (not first.causal or xs[0].shape[1] <= contexts[0].shape[1])
     )
 
 
@@ -70,6 +72,9 @@ def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], co
     keys = first.embed_drop(context).reshape(g, b * tk, d)
     separate = first.separate_kv_dropout and first.training and first.embed_drop.p > 0
     values = first.embed_drop(context).reshape(g, b * tk, d) if separate else None
+    mask = None
+    if first.causal:  # keys later than the query hidden, aligned at the end of both sequences (as MultiHeadAttention)
+        mask = torch.ones(tq, tk, dtype=torch.bool, device=x.device).tril(tk - tq)[None, None]  # (1, 1, Tq, Tk)
     for depth in range(len(first.layers)):
         layers = [e.layers[depth] for e in encoders]
         attn, norms = [layer.attn for layer in layers], [layer.norm for layer in layers]
@@ -83,7 +88,7 @@ def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], co
         v = torch.baddbmm(b_kv[:, None, d:], hv, w_kv[:, d:].transpose(1, 2))
         split = (g * b, -1, heads, d // heads)
         q, k, v = (t.reshape(split).transpose(1, 2) for t in (q, k, v))  # (G*B, h, T, d/h)
-        y = _attention(q, k, v, [a.dropout if a.training else 0.0 for a in attn], b)
+        y = _attention(q, k, v, mask, [a.dropout if a.training else 0.0 for a in attn], b)
         y = _linear(y.transpose(1, 2).reshape(g, b * tq, d), [a.out for a in attn])
         x = x + layers[0].drop(y)
         f = _norm(x, [layer.ffn_norm for layer in layers])
@@ -94,9 +99,30 @@ def run_grouped(encoders: Sequence[TransformerEncoder], xs: Sequence[Tensor], co
     return list(x.unbind(0))
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, dropouts: list[float], batch: int) -> Tensor:
+def _attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropouts: list[float], batch: int) -> Tensor:
     """Attention over (G*B, h, T, d/h), each group's B samples with its own attention dropout."""
     if len(set(dropouts)) == 1:
-        return attention(q, k, v, None, dropouts[0])
-    return torch.cat([attention(q[i:i + batch], k[i:i + batch], v[i:i + batch], None, p)
+        return attention(q, k, v, mask, dropouts[0])
+    return torch.cat([attention(q[i:i + batch], k[i:i + batch], v[i:i + batch], mask, p)
                       for i, p in zip(range(0, q.shape[0], batch), dropouts, strict=True)])
+
+
+def run_crossmodal(crossmodal: Mapping[str, TransformerEncoder], pairs: Sequence[tuple[str, str]],
+                   x: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[tuple[str, str], Tensor]:
+    """Z_{S→T} = `crossmodal["S_to_T"](x[T], masks[T], context=x[S], context_mask=masks[S])` for every (S, T) in
+    `pairs`: (B, T_T, d) queries attending to (B, T_S, d) keys and values. When no step is padded, the pairs of
+    equal shapes (all six of three aligned modalities) run as one stacked computation."""
+    unpadded = all(bool(m.all()) for m in masks.values())
+    shapes: dict[tuple, list[tuple[str, str]]] = {}
+    for s, t in pairs:
+        shapes.setdefault((x[t].shape, x[s].shape), []).append((s, t))
+    streams = {}
+    for group in shapes.values():
+        encoders = [crossmodal[f"{s}_to_{t}"] for s, t in group]
+        queries, sources = [x[t] for _, t in group], [x[s] for s, _ in group]
+        if unpadded and can_group(encoders, queries, sources):
+            streams |= dict(zip(group, run_grouped(encoders, queries, sources), strict=True))
+        else:
+            streams |= {(s, t): crossmodal[f"{s}_to_{t}"](x[t], masks[t], context=x[s], context_mask=masks[s])
+                        for s, t in group}
+    return streams

@@ -79,7 +79,7 @@ from ..config import InputSpec, Modalities, Recipe, TrainConfig
 from ..config.registry import Variant, register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, task_loss
-from .grouped import can_group, run_grouped
+from .grouped import run_crossmodal
 from .layers import Dropout, GraphDistillation, TransformerEncoder, front_align, parse_edges, read_last_real_step
 from .text_encoder import TextEncoder
 
@@ -414,27 +414,11 @@ class MulT(FusionModel):
             if m == "text":
                 x = self.text_drop(self.text_encoder(x, mask))
             x_hat[m], masks[m] = self.conv[m](x, mask), self.conv[m].output_mask(mask)
-        streams = {}
-        unpadded = all(bool(m.all()) for m in masks.values())
-        shapes: dict[tuple, list[tuple[str, str]]] = {}
-        for t in self.outputs:
-            for s in self.sources(t):
-                shapes.setdefault((x_hat[t].shape, x_hat[s].shape), []).append((s, t))
-        for pairs in shapes.values():
-            encoders = [self.crossmodal[f"{s}_to_{t}"] for s, t in pairs]
-            queries, sources = [x_hat[t] for _, t in pairs], [x_hat[s] for s, _ in pairs]
-            if unpadded and can_group(encoders, queries, sources):
-                # the cross-modal transformers of equal shapes (all six when aligned) as one stacked computation
-                streams |= dict(zip(pairs, run_grouped(encoders, queries, sources), strict=True))
-            else:
-                streams |= {(s, t): self.cross(f"{s}_to_{t}", x_hat[t], masks[t], x_hat[s], masks[s])
-                            for s, t in pairs}
+        # CM_{S→T}(X̂_T, X̂_S) for every pair; those of equal shapes as one stacked computation when unpadded
+        pairs = [(s, t) for t in self.outputs for s in self.sources(t)]
+        streams = run_crossmodal(self.crossmodal, pairs, x_hat, masks)
         z = {t: torch.cat([streams[s, t] for s in self.sources(t)], dim=-1) for t in self.outputs}
         return z, masks
-
-    def cross(self, name: str, target: Tensor, target_mask: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
-        """Z_{S→T} = CM_{S→T}(X̂_T, X̂_S): (B, T_T, d) queries attending to (B, T_S, d) keys and values."""
-        return self.crossmodal[name](target, target_mask, context=source, context_mask=source_mask)
 
     def readouts(self, batch: Batch) -> dict[str, Tensor]:
         """The last real step of each target's self-attention transformer, (B, (M-1) d)."""
