@@ -7,7 +7,8 @@ The exported module takes two dicts keyed by modality (those of the model's inpu
 inside the file (`affectfuse.json`, read with `exported_spec`).
 
 Why TorchScript, not ONNX or `torch.export`: the models branch on their masks (skip the masking work when every step
-is real, pack LSTMs only when a batch is padded), which `torch.export` cannot trace without rewriting every model,
+is real, run LSTMs in length segments only when a batch is padded; a trace packs them instead, `layers.run_lstm`),
+which `torch.export` cannot trace without rewriting every model,
 and ONNX would add the `onnx`/`onnxruntime` packages to check the result. Tracing records one path of each branch,
 so the example is built to take the general one (padded samples, and a sample lacking each modality where a modality
 has one step), and every export is checked against the eager model on a second batch of other sizes.
