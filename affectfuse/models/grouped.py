@@ -111,7 +111,8 @@ def run_crossmodal(crossmodal: Mapping[str, TransformerEncoder], pairs: Sequence
                    x: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[tuple[str, str], Tensor]:
     """Z_{S→T} = `crossmodal["S_to_T"](x[T], masks[T], context=x[S], context_mask=masks[S])` for every (S, T) in
     `pairs`: (B, T_T, d) queries attending to (B, T_S, d) keys and values. When no step is padded, the pairs of
-    equal shapes (all six of three aligned modalities) run as one stacked computation."""
+    equal shapes (all six of three aligned modalities) run as one stacked computation. (MulT's; DMD's, wider, gain
+    nothing from it and run one by one.)"""
     unpadded = all(bool(m.all()) for m in masks.values())
     shapes: dict[tuple, list[tuple[str, str]]] = {}
     for s, t in pairs:
