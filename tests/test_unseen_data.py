@@ -258,7 +258,7 @@ def test_one_hot_rows_kept_as_scores_get_per_column_metrics_not_a_rating() -> No
 
 
 def test_standardise_uses_train_statistics_keeps_padding_and_renames_the_extractor() -> None:
-    from affectfuse.data.checks import standardise
+    from affectfuse.data.standardisation import standardise
 
     corpus = corpus_with(draw(np.arange(1, 6)))
     corpus.spec = InputSpec(**{**corpus.spec.to_dict(), "extractors": {"audio": "covarep", "vision": "facet"}})

@@ -22,6 +22,7 @@ from ..config.recipes import AutoPlan, auto_plan
 from ..config.registry import create_model, default_recipe, get_entry
 from ..data.checks import check_split, labelled, ready_for_training
 from ..data.corpus import Corpus
+from ..data.standardisation import for_model
 from ..data.tasks import describe_task
 from ..io import atomic_write, sha256_file, write_json
 from ..outputs import FinishedRunError, claim, prepare_run
@@ -291,8 +292,10 @@ def summarise(results: dict[str, list[RunResult]], split: str = "test") -> dict[
 
 
 def evaluate_checkpoint(checkpoint: Path | str, corpus: Corpus, *, split: str = "test") -> dict[str, float]:
-    """Metrics of a saved model on one split of a corpus, after checking the data fits the model."""
+    """Metrics of a saved model on one split of a corpus, after checking the data fits the model. Raw features are
+    standardised with the model's statistics when it was trained on standardised ones (`data.standardisation`)."""
     model = load_model(checkpoint)
+    corpus = for_model(model.spec, corpus)
     problems = model.spec.compatible_with(corpus.spec)
     if problems:
         raise ValueError(

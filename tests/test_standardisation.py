@@ -1,0 +1,132 @@
+"""Standardisation travels with the model: a model trained on standardised features keeps the train statistics in its
+checkpoint, `save_pretrained` folder and TorchScript export, and every way of scoring it takes raw features."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import affectfuse
+from affectfuse.config import InputSpec
+from affectfuse.data.corpus import Corpus, Split, spec_from_splits
+from affectfuse.data.standardisation import SUFFIX, standardise
+from affectfuse.engine.checkpoint import CheckpointError, content_digest, load_model
+from affectfuse.engine.export import export_torchscript
+from affectfuse.engine.runs import evaluate_checkpoint, train_model
+
+torch.set_num_threads(1)
+TINY = {"hidden.audio": 4, "hidden.vision": 4, "rank": 2, "train.max_epochs": 3, "train.batch_size": 16}
+
+
+def raw_corpus(seed: int = 0, shift: float = 0.0) -> Corpus:
+    """Audio + vision far from zero mean and unit scale (as COVAREP/FACET are), the label carried by audio[..., 0]."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for name, n in {"train": 48, "valid": 24, "test": 24}.items():
+        y = rng.normal(size=(n, 1)).clip(-3, 3).astype(np.float32)
+        audio = rng.normal(size=(n, 4, 3)) * [50.0, 2.0, 0.1] + [200.0 + shift, -30.0, 5.0]
+        audio[..., 0] += 40 * y
+        vision = rng.normal(size=(n, 3, 2)) * 10 + 7
+        masks = {"audio": np.ones((n, 4), bool), "vision": np.ones((n, 3), bool)}
+        masks["audio"][: n // 3, -1] = False  # padding: left out of the statistics, 0 after standardising
+        audio[: n // 3, -1] = 0
+        splits[name] = Split([f"{name}{i}" for i in range(n)],
+                             {"audio": audio.astype(np.float32), "vision": vision.astype(np.float32)}, masks, y)
+    spec = spec_from_splits(splits, extractors={"audio": "covarep", "vision": "facet"})
+    return Corpus(name="mine", splits=splits, spec=spec, source="mine")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(raw corpus, its standardised view, the run folder of an LMF trained on the standardised one)."""
+    raw = raw_corpus()
+    scaled = standardise(raw)
+    out = tmp_path_factory.mktemp("run")
+    train_model("lmf", scaled, recipe="default", overrides=TINY, out_dir=out, progress=False)
+    return raw, scaled, out
+
+
+def test_the_checkpoint_keeps_the_train_statistics(trained) -> None:
+    raw, scaled, out = trained
+    model = load_model(out / "best.pt")
+    stats = model.spec.standardisation
+    assert stats == scaled.spec.standardisation and set(stats) == {"audio", "vision"}
+    train = raw.split("train")
+    real = train.features["audio"][train.masks["audio"]].astype(np.float64)
+    assert np.allclose(stats["audio"]["mean"], real.mean(0)) and np.allclose(stats["audio"]["std"], real.std(0))
+    assert model.spec.extractors == {"audio": f"covarep{SUFFIX}", "vision": f"facet{SUFFIX}"}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_raw_and_standardised_data_score_the_same_everywhere(trained, tmp_path) -> None:
+    raw, scaled, out = trained
+    checkpoint = out / "best.pt"
+    on_raw, on_scaled = evaluate_checkpoint(checkpoint, raw), evaluate_checkpoint(checkpoint, scaled)
+    assert on_raw == on_scaled
+    assert on_raw["mae"] == pytest.approx(json.loads((out / "result.json").read_text())["test"]["mae"])
+    model = load_model(checkpoint)
+    _, expected, _ = affectfuse.predict(model, scaled.split("test"))
+    _, got, _ = affectfuse.predict(model, raw.split("test"))
+    np.testing.assert_array_equal(got, expected)
+    assert affectfuse.evaluate(model, raw.split("test")) == affectfuse.evaluate(model, scaled.split("test"))
+    # the raw features themselves would score otherwise: the statistics were applied, not skipped
+    unscaled = dataclasses.replace(raw.split("test"), standardisation=scaled.spec.standardisation)
+    assert not np.allclose(affectfuse.predict(model, unscaled)[1], expected)
+
+    folder = affectfuse.save_pretrained(model, tmp_path / "pretrained")
+    np.testing.assert_array_equal(affectfuse.predict(affectfuse.from_pretrained(folder), raw.split("test"))[1],
+                                  expected)
+    assert evaluate_checkpoint(folder, raw) == on_raw
+
+    exported = torch.jit.load(str(export_torchscript(model, tmp_path / "model.ts")))
+    test = raw.split("test")
+    traced = exported({m: torch.from_numpy(x) for m, x in test.features.items()},
+                      {m: torch.from_numpy(x) for m, x in test.masks.items()})
+    np.testing.assert_allclose(traced.detach().numpy(), expected, atol=1e-5)
+
+
+def test_mixing_raw_and_standardised_is_refused_in_one_line(trained, tmp_path) -> None:
+    raw, scaled, out = trained
+    other = standardise(raw_corpus(seed=1, shift=5.0))  # standardised with another train split's statistics
+    with pytest.raises(ValueError, match="other statistics than the model's") as error:
+        evaluate_checkpoint(out / "best.pt", other)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="other statistics than the model's"):
+        affectfuse.predict(load_model(out / "best.pt"), other.split("test"))
+    plain = tmp_path / "plain"
+    train_model("lmf", raw, recipe="default", overrides={**TINY, "train.max_epochs": 1}, out_dir=plain,
+                progress=False)
+    with pytest.raises(ValueError, match="trained on raw features"):
+        evaluate_checkpoint(plain / "best.pt", scaled)
+    with pytest.raises(ValueError, match="trained on raw features"):
+        affectfuse.predict(load_model(plain / "best.pt"), scaled.split("test"))
+    with pytest.raises(ValueError, match="standardised already"):
+        standardise(scaled)
+
+
+def test_a_corrupted_or_mismatched_statistics_entry_is_a_clear_error(trained, tmp_path) -> None:
+    _, scaled, out = trained
+    folder = affectfuse.save_pretrained(load_model(out / "best.pt"), tmp_path / "pretrained")
+    config = json.loads((folder / "config.json").read_text())
+    config["spec"]["standardisation"]["audio"]["std"] = [1.0, 2.0]  # 3-d audio
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"standardisation statistics of 'audio' have 2 std values for 3-d"):
+        load_model(folder)
+
+    payload = torch.load(out / "best.pt", weights_only=True)
+    payload["spec"]["standardisation"]["vision"]["mean"][0] = float("nan")
+    payload["sha256"] = content_digest(payload)  # as if written so: the statistics themselves are checked
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="'vision' have a mean value that is not a finite number"):
+        load_model(tmp_path / "nan.pt")
+    payload["spec"]["standardisation"]["text"] = payload["spec"]["standardisation"].pop("vision")
+    payload["sha256"] = content_digest(payload)
+    torch.save(payload, tmp_path / "text.pt")
+    with pytest.raises(CheckpointError, match="'text' are for a modality the input spec does not have"):
+        load_model(tmp_path / "text.pt")
+    with pytest.raises(ValueError, match="have a std <= 0"):
+        InputSpec(**{**scaled.spec.to_dict(), "standardisation": {"audio": {"mean": [0.0] * 3, "std": [1, 0, 1]}}})
