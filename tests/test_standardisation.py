@@ -130,3 +130,23 @@ def test_a_corrupted_or_mismatched_statistics_entry_is_a_clear_error(trained, tm
         load_model(tmp_path / "text.pt")
     with pytest.raises(ValueError, match="have a std <= 0"):
         InputSpec(**{**scaled.spec.to_dict(), "standardisation": {"audio": {"mean": [0.0] * 3, "std": [1, 0, 1]}}})
+
+
+def test_the_command_line_evaluates_raw_data_with_the_checkpoints_statistics(tmp_path, capsys) -> None:
+    from affectfuse.cli import main
+
+    data = "synthetic:n_train=32,n_valid=16,n_test=16,length=3"
+    tiny = ["--set", "hidden.text=4", "--set", "hidden.audio=4", "--set", "hidden.vision=4", "--set", "text_out=3",
+            "--set", "train.max_epochs=1"]
+    assert main(["train", "--model", "lmf", "--data", data, "--standardise", "--out", str(tmp_path), "--json",
+                 *tiny]) == 0
+    trained = json.loads(capsys.readouterr().out)["runs"][0]["test"]
+    checkpoint = str(tmp_path / "lmf" / "seed1111" / "best.pt")
+    scores = []
+    for flag in ([], ["--standardise"]):
+        assert main(["evaluate", checkpoint, "--data", data, "--json", *flag]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["metrics"])
+    assert scores[0] == scores[1] and scores[0]["mae"] == pytest.approx(trained["mae"])
+    assert main(["evaluate", checkpoint, "--data", "synthetic:n_train=32,n_valid=16,n_test=16,length=3,seed=7",
+                 "--standardise"]) == 1
+    assert "other statistics than the model's" in capsys.readouterr().err

@@ -51,7 +51,8 @@ class TrainArgs:
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
     standardise: bool = False
-    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
+    """Z-score every feature dimension with the train split's statistics; the checkpoint keeps them and applies them
+    to raw features itself (`evaluate`, `predict`)."""
     json: bool = False
     quiet: bool = False
     """No progress bars."""
@@ -74,7 +75,8 @@ class EvaluateArgs:
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
     standardise: bool = False
-    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
+    """Z-score the features with this corpus's own train statistics. Not needed: a checkpoint trained on standardised
+    features standardises raw ones with its own statistics (and refuses features standardised with others)."""
     json: bool = False
 
 
