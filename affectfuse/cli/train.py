@@ -145,6 +145,7 @@ def cmd_train(args: TrainArgs) -> None:
         write_json(args.out / "summary.json", payload)
         if args.json:
             print(json.dumps(payload, default=float))
+            log_warnings(warned)
             return
         suite = metrics_for(corpus.spec)
         print(f"\n{corpus.name} ({describe_task(corpus.spec)}): test split, mean ± std over seeds {seeds} (each "
@@ -152,8 +153,7 @@ def cmd_train(args: TrainArgs) -> None:
         print(format_table({**summary, **{f"{n} (baseline)": b.test for n, b in baselines(ready).items()}},
                            suite.keys))
         print(f"\nversus the baselines (test means):\n{verdict_table(summary, ready)}")
-        for line in dict.fromkeys(warned):
-            print(f"warning: {line}")
+        log_warnings(warned)
         if corpus.spec.num_targets > 1:
             print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
             print(per_target_table(summary, corpus.spec.targets))
@@ -162,6 +162,13 @@ def cmd_train(args: TrainArgs) -> None:
             seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
             print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
         logger.info(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+
+
+def log_warnings(lines: list[str]) -> None:
+    """The runs' warnings (`engine.baselines`; each is in its run's result.json too), once each, through the logger:
+    on stderr, shown by default and under -q, never mixed into the tables or the JSON on stdout."""
+    for line in dict.fromkeys(lines):
+        logger.warning(f"warning: {line}")
 
 
 def per_target_table(summary: dict[str, dict[str, tuple[float, float]]], targets: tuple[str, ...]) -> str:
