@@ -150,3 +150,11 @@ def test_the_command_line_evaluates_raw_data_with_the_checkpoints_statistics(tmp
     assert main(["evaluate", checkpoint, "--data", "synthetic:n_train=32,n_valid=16,n_test=16,length=3,seed=7",
                  "--standardise"]) == 1
     assert "other statistics than the model's" in capsys.readouterr().err
+
+
+def test_a_checkpoint_standardised_before_the_statistics_were_kept_takes_standardised_data(trained) -> None:
+    raw, scaled, out = trained
+    model = load_model(out / "best.pt")
+    model.spec = dataclasses.replace(model.spec, standardisation=None)  # as `--standardise` wrote it before
+    np.testing.assert_array_equal(affectfuse.predict(model, scaled.split("test"))[1],
+                                  affectfuse.predict(load_model(out / "best.pt"), raw.split("test"))[1])

@@ -89,6 +89,8 @@ def raw_extractors(extractors: dict[str, str]) -> dict[str, str]:
 def _mismatch(spec: InputSpec, theirs: Statistics | None, what: str) -> str | None:
     """Why data whose statistics are `theirs` cannot go to a model built for `spec` (None: it can, as it is)."""
     ours = spec.standardisation
+    if ours is None and any(name.endswith(SUFFIX) for name in spec.extractors.values()):
+        return None  # a checkpoint from before the statistics were kept: the extractor names alone are checked
     if ours is None and theirs is not None:
         return (f"{what} is standardised (z-scored with a train split's statistics), but the model was trained on raw "
                 "features; give it the raw features (without --standardise)")
