@@ -158,3 +158,24 @@ def test_a_checkpoint_standardised_before_the_statistics_were_kept_takes_standar
     model.spec = dataclasses.replace(model.spec, standardisation=None)  # as `--standardise` wrote it before
     np.testing.assert_array_equal(affectfuse.predict(model, scaled.split("test"))[1],
                                   affectfuse.predict(load_model(out / "best.pt"), raw.split("test"))[1])
+
+
+def test_the_auto_plan_standardises_by_default_and_stored_recipes_do_not(tmp_path, capsys) -> None:
+    from affectfuse.cli import main
+
+    raw = raw_corpus()
+    one = {**TINY, "train.max_epochs": 1}
+    train_model("lmf", raw, overrides=one, out_dir=tmp_path / "auto", progress=False)  # "mine": no stored recipe
+    result = json.loads((tmp_path / "auto" / "result.json").read_text())
+    assert result["standardised"] and result["auto"]["features"] == "standardised on train"
+    assert load_model(tmp_path / "auto" / "best.pt").spec.standardisation == standardise(raw).spec.standardisation
+    assert evaluate_checkpoint(tmp_path / "auto" / "best.pt", raw)["mae"] == pytest.approx(result["test"]["mae"])
+    train_model("lmf", raw, overrides=one, out_dir=tmp_path / "raw", progress=False, standardise=False)
+    assert load_model(tmp_path / "raw" / "best.pt").spec.standardisation is None
+    assert not json.loads((tmp_path / "raw" / "result.json").read_text())["standardised"]
+    stored = dataclasses.replace(raw, name="pom")  # a corpus with a stored recipe trains as it always did
+    train_model("lmf", stored, overrides=one, out_dir=tmp_path / "pom", progress=False)
+    assert load_model(tmp_path / "pom" / "best.pt").spec.standardisation is None
+
+    assert main(["train", "-m", "lmf", "--data", "synthetic", "--standardise", "--no-standardise"]) == 1
+    assert "contradict each other" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 logger = logging.getLogger(__name__)
+Flag = tyro.conf.FlagCreatePairsOff[bool]
 
 
 @dataclass
@@ -50,9 +51,12 @@ class TrainArgs:
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
-    standardise: bool = False
+    standardise: Flag = False
     """Z-score every feature dimension with the train split's statistics; the checkpoint keeps them and applies them
-    to raw features itself (`evaluate`, `predict`)."""
+    to raw features itself (`evaluate`, `predict`). The `auto` plan of a corpus with no stored recipe does it
+    without this flag; a stored recipe (mosi, pom, ...) does not."""
+    no_standardise: Flag = False
+    """Train on the raw features, also under the `auto` plan (which standardises by default)."""
     json: bool = False
     quiet: bool = False
     """No progress bars."""
@@ -74,7 +78,7 @@ class EvaluateArgs:
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
-    standardise: bool = False
+    standardise: Flag = False
     """Z-score the features with this corpus's own train statistics. Not needed: a checkpoint trained on standardised
     features standardises raw ones with its own statistics (and refuses features standardised with others)."""
     json: bool = False
@@ -101,6 +105,8 @@ def cmd_train(args: TrainArgs) -> None:
     if args.compile:
         overrides["train.compile"] = True
     seeds = seed_list(args.seed, args.seeds)
+    if args.standardise and args.no_standardise:
+        raise ValueError("--standardise and --no-standardise contradict each other; give one")
     corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre,
                        standardise=args.standardise)
     from ..engine.train import is_main_process
@@ -126,6 +132,7 @@ def cmd_train(args: TrainArgs) -> None:
             progress=progress_shown(args.quiet, args.json),
             overwrite=args.overwrite,
             trackers=args.tracker,
+            standardise=False if args.no_standardise else None,
         )
         if not is_main_process():
             return  # under torchrun every process trained together; rank 0 reports

@@ -136,6 +136,8 @@ class Corpus:
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
     _ready: Corpus | None = field(default=None, init=False, repr=False, compare=False)
     """The corpus `data.checks.ready_for_training` made of this one (checked once per corpus, not once per run)."""
+    _standardised: Corpus | None = field(default=None, init=False, repr=False, compare=False)
+    """The corpus `data.standardisation.standardised` made of this one (once per corpus, not once per run)."""
 
     def fingerprint(self) -> str:
         """sha256 of the content (ids, features, masks, labels of every split): results computed from this corpus

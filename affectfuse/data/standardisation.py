@@ -61,6 +61,16 @@ def standardise(corpus: Corpus, statistics: Statistics | None = None) -> Corpus:
                                                      f"({', '.join(stats)})"])
 
 
+def standardised(corpus: Corpus) -> Corpus:
+    """`standardise(corpus)`, made once per corpus (a grid of models and seeds shares it); a corpus standardised
+    already is returned as it is."""
+    if corpus.spec.standardisation is not None:
+        return corpus
+    if corpus._standardised is None:
+        corpus._standardised = standardise(corpus)
+    return corpus._standardised
+
+
 def _apply(split: Split, stats: Statistics, *, where: str) -> Split:
     features = dict(split.features)
     for m, moments in stats.items():
