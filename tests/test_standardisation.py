@@ -179,3 +179,21 @@ def test_the_auto_plan_standardises_by_default_and_stored_recipes_do_not(tmp_pat
 
     assert main(["train", "-m", "lmf", "--data", "synthetic", "--standardise", "--no-standardise"]) == 1
     assert "contradict each other" in capsys.readouterr().err
+
+
+def test_a_sweep_under_the_auto_plan_drops_features_in_the_standardised_space(tmp_path) -> None:
+    from affectfuse.robustness.sweep import SweepSettings, drop_splits, mask_seeds, rate_conditions, run_sweep
+
+    raw = raw_corpus()  # no stored recipe: the `auto` plan standardises
+    condition = rate_conditions([0.5])
+    settings = SweepSettings(data="mine", overrides={k: str(v) for k, v in {**TINY, "train.max_epochs": 1}.items()})
+    result = run_sweep(["lmf"], raw, out_dir=tmp_path, conditions=condition, seeds=[1], settings=settings,
+                       progress=False, plots=False)
+    model = load_model(tmp_path / "models" / "lmf" / "seed1" / "best.pt")
+    assert model.spec.standardisation == standardise(raw).spec.standardisation
+    dropped = drop_splits(standardise(raw), condition[0], ("test",), mask_seeds(settings.mask_seed, 1))
+    expected = affectfuse.evaluate(model, dropped.split("test"))
+    assert result.points[0]["metrics"]["mae"] == pytest.approx(expected["mae"])
+    # dropping raw features (0 there is far from the train mean) and then standardising would score otherwise
+    late = drop_splits(raw, condition[0], ("test",), mask_seeds(settings.mask_seed, 1))
+    assert affectfuse.evaluate(model, late.split("test"))["mae"] != pytest.approx(expected["mae"])
