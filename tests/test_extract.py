@@ -306,6 +306,24 @@ def test_predict_scores_a_clip_with_the_checkpoints_extractors(checkpoint: Path,
     assert math.isfinite(no_text["score"]) and any("no transcript" in n for n in no_text["notes"])
 
 
+def test_predict_standardises_a_clip_for_a_model_trained_on_standardised_features(dataset, clips, tmp_path) -> None:
+    from affectfuse.data.standardisation import standardise
+    from affectfuse.engine.checkpoint import load_model
+    from affectfuse.engine.evaluate import predict
+    from affectfuse.engine.runs import train_model
+    from tests.conftest import TINY
+
+    raw = load_data(str(dataset[0]))
+    overrides = {**TINY["lmf"], "train.max_epochs": 1, "train.batch_size": 2}
+    train_model("lmf", standardise(raw), overrides=overrides, out_dir=tmp_path, progress=False)
+    result = predict_clip(clips / "clips" / "face_c.mp4", tmp_path / "best.pt", transcript=TRANSCRIPTS["face_c"],
+                          text_model=str(clips / "tinybert"))
+    valid = raw.split("valid")  # face_c, extracted as a raw feature row of the dataset: the model standardises it
+    ids, predictions, _ = predict(load_model(tmp_path / "best.pt"), valid)
+    assert result["score"] == pytest.approx(float(predictions[ids.index("face_c"), 0]), abs=1e-5)
+    assert not result["extractors"]["audio"].endswith("+z(train)")
+
+
 def test_predict_refuses_another_extractor_or_dimension(checkpoint: Path, clips: Path, tmp_path: Path) -> None:
     clip = clips / "clips" / "face_c.mp4"
     other = make_text_model(tmp_path / "tinybert", hidden=16)  # same name, another dimension

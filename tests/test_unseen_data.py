@@ -250,6 +250,24 @@ def test_train_and_inspect_say_the_task_and_put_the_baselines_in_the_output(tmp_
     assert "majority (baseline)" in printed and "| beats majority | reaches linear |" in printed
 
 
+def test_train_warnings_go_through_the_logger_and_stay_under_quiet(tmp_path, capsys, monkeypatch) -> None:
+    from affectfuse.cli import main
+
+    monkeypatch.setattr("affectfuse.engine.runs.result_warnings", lambda model, *_: [f"{model} is warned"])
+    data = "synthetic:n_train=24,n_valid=12,n_test=12,length=3"
+    for i, flags in enumerate(([], ["-q"], ["--json"])):
+        out = tmp_path / f"runs{i}"
+        assert main(["train", "-m", "lmf", "--data", data, "--out", str(out), "--set", "train.max_epochs=1",
+                     *flags]) == 0
+        captured = capsys.readouterr()
+        assert "tfn is warned" not in captured.err and captured.err.count("warning: lmf is warned") == 1
+        if "--json" in flags:  # stdout holds the JSON (with the warnings) or the tables, not the warning lines
+            assert json.loads(captured.out)["warnings"] == ["lmf is warned"]
+        else:
+            assert "is warned" not in captured.out
+        assert json.loads((out / "lmf" / "seed1111" / "result.json").read_text())["warnings"] == ["lmf is warned"]
+
+
 def test_one_hot_rows_kept_as_scores_get_per_column_metrics_not_a_rating() -> None:
     spec = interpret_labels(corpus_with(one_hot(3)), task="regression").spec
     assert (spec.task, spec.metric_family, spec.label_centre) == ("regression", "regression", None)
@@ -258,7 +276,7 @@ def test_one_hot_rows_kept_as_scores_get_per_column_metrics_not_a_rating() -> No
 
 
 def test_standardise_uses_train_statistics_keeps_padding_and_renames_the_extractor() -> None:
-    from affectfuse.data.checks import standardise
+    from affectfuse.data.standardisation import standardise
 
     corpus = corpus_with(draw(np.arange(1, 6)))
     corpus.spec = InputSpec(**{**corpus.spec.to_dict(), "extractors": {"audio": "covarep", "vision": "facet"}})

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 logger = logging.getLogger(__name__)
+Flag = tyro.conf.FlagCreatePairsOff[bool]
 
 
 @dataclass
@@ -50,8 +51,12 @@ class TrainArgs:
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
-    standardise: bool = False
-    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
+    standardise: Flag = False
+    """Z-score every feature dimension with the train split's statistics; the checkpoint keeps them and applies them
+    to raw features itself (`evaluate`, `predict`). The `auto` plan of a corpus with no stored recipe does it
+    without this flag; a stored recipe (mosi, pom, ...) does not."""
+    no_standardise: Flag = False
+    """Train on the raw features, also under the `auto` plan (which standardises by default)."""
     json: bool = False
     quiet: bool = False
     """No progress bars."""
@@ -73,8 +78,9 @@ class EvaluateArgs:
     """What the labels are: `auto` reads it from them (`data inspect` shows it), or force scores or classes."""
     label_centre: float | None = None
     """The neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 compare above vs below it."""
-    standardise: bool = False
-    """Z-score every feature dimension with the train split's statistics (a checkpoint then needs it at evaluate)."""
+    standardise: Flag = False
+    """Z-score the features with this corpus's own train statistics. Not needed: a checkpoint trained on standardised
+    features standardises raw ones with its own statistics (and refuses features standardised with others)."""
     json: bool = False
 
 
@@ -99,6 +105,8 @@ def cmd_train(args: TrainArgs) -> None:
     if args.compile:
         overrides["train.compile"] = True
     seeds = seed_list(args.seed, args.seeds)
+    if args.standardise and args.no_standardise:
+        raise ValueError("--standardise and --no-standardise contradict each other; give one")
     corpus = load_data(args.data, nonfinite=args.nonfinite, task=args.task, label_centre=args.label_centre,
                        standardise=args.standardise)
     from ..engine.train import is_main_process
@@ -124,6 +132,7 @@ def cmd_train(args: TrainArgs) -> None:
             progress=progress_shown(args.quiet, args.json),
             overwrite=args.overwrite,
             trackers=args.tracker,
+            standardise=False if args.no_standardise else None,
         )
         if not is_main_process():
             return  # under torchrun every process trained together; rank 0 reports
@@ -143,6 +152,7 @@ def cmd_train(args: TrainArgs) -> None:
         write_json(args.out / "summary.json", payload)
         if args.json:
             print(json.dumps(payload, default=float))
+            log_warnings(warned)
             return
         suite = metrics_for(corpus.spec)
         print(f"\n{corpus.name} ({describe_task(corpus.spec)}): test split, mean ± std over seeds {seeds} (each "
@@ -150,8 +160,7 @@ def cmd_train(args: TrainArgs) -> None:
         print(format_table({**summary, **{f"{n} (baseline)": b.test for n, b in baselines(ready).items()}},
                            suite.keys))
         print(f"\nversus the baselines (test means):\n{verdict_table(summary, ready)}")
-        for line in dict.fromkeys(warned):
-            print(f"warning: {line}")
+        log_warnings(warned)
         if corpus.spec.num_targets > 1:
             print(f"\nper target ({', '.join(suite.keys)} are means over the {corpus.spec.num_targets} targets)")
             print(per_target_table(summary, corpus.spec.targets))
@@ -160,6 +169,13 @@ def cmd_train(args: TrainArgs) -> None:
             seconds = aggregate([{"s": r.seconds} for r in runs])["s"]
             print(f"| {name} | {runs[0].parameters:,} | {seconds[0]:.1f} ± {seconds[1]:.1f} |")
         logger.info(f"\nper-seed checkpoints, logs and predictions under {args.out}/")
+
+
+def log_warnings(lines: list[str]) -> None:
+    """The runs' warnings (`engine.baselines`; each is in its run's result.json too), once each, through the logger:
+    on stderr, shown by default and under -q, never mixed into the tables or the JSON on stdout."""
+    for line in dict.fromkeys(lines):
+        logger.warning(f"warning: {line}")
 
 
 def per_target_table(summary: dict[str, dict[str, tuple[float, float]]], targets: tuple[str, ...]) -> str:

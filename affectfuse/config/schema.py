@@ -67,6 +67,16 @@ class InputSpec:
     """Rated scales: the scale's ends (e.g. (1, 5)); Acc-N rounds predictions clipped to it. None: no rated scale."""
     extractors: dict[str, str] = field(default_factory=dict)
     """Identity of the feature extractor of each modality, e.g. {"audio": "COVAREP"}."""
+    standardisation: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False)
+    """Features z-scored with these statistics before the model sees them (`data.standardisation`): modality ->
+    {"mean": [...], "std": [...]}, one value per feature dimension, from the training data's train split. A model
+    built for such a spec applies them to raw features itself (`evaluate`, `predict`); None: raw features."""
+
+    def __post_init__(self) -> None:
+        for m, stats in (self.standardisation or {}).items():
+            problem = _statistics_problem(stats, self.dims.get(m))
+            if problem:
+                raise ValueError(f"the standardisation statistics of {m!r} {problem}")
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -118,6 +128,23 @@ class InputSpec:
                 f"the data has {other.task} targets {list(other.targets)} (classes={other.num_classes})"
             )
         return problems
+
+
+def _statistics_problem(stats: Any, dim: int | None) -> str:
+    """What is wrong with one modality's {"mean", "std"} (empty if nothing): a corrupted or mismatched entry."""
+    if dim is None:
+        return "are for a modality the input spec does not have"
+    if not isinstance(stats, dict) or set(stats) != {"mean", "std"}:
+        return f'are not {{"mean": [...], "std": [...]}} (got {type(stats).__name__} {str(stats)[:60]})'
+    for key, values in stats.items():
+        if not isinstance(values, (list, tuple)) or len(values) != dim:
+            count = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+            return f"have {count} {key} values for {dim}-d features"
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return f"have a {key} value that is not a finite number"
+    if min(stats["std"]) <= 0:
+        return "have a std <= 0"
+    return ""
 
 
 @dataclass(frozen=True, kw_only=True)

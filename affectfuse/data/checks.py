@@ -100,30 +100,3 @@ def ready_for_training(corpus: Corpus) -> Corpus:
     original._ready = corpus._ready = corpus
     return corpus
 
-
-def standardise(corpus: Corpus) -> Corpus:
-    """Every feature dimension z-scored with the mean and std of the train split's real steps (padding stays 0), as
-    the linear baseline sees them. The extractor names get "+z(train)", so a checkpoint trained on standardised
-    features refuses raw ones (and the reverse) instead of scoring them silently wrong; BERT token ids are left as
-    they are."""
-    from ..config import uses_bert_tokens
-
-    train = corpus.split("train")
-    stats = {}
-    for m, x in train.features.items():
-        if m == "text" and uses_bert_tokens(corpus.spec):
-            continue
-        real = x[train.masks[m]].astype(np.float64)
-        mean, std = real.mean(0), real.std(0)
-        stats[m] = (mean, np.where(std > 1e-8, std, 1.0))
-    splits = {}
-    for name, split in corpus.splits.items():
-        features = dict(split.features)
-        for m, (mean, std) in stats.items():
-            features[m] = (((split.features[m] - mean) / std) * split.masks[m][..., None]).astype(np.float32)
-        splits[name] = dataclasses.replace(split, features=features)
-    extractors = dict(corpus.spec.extractors)
-    for m in stats:
-        extractors[m] = f"{extractors.get(m, m)}+z(train)"
-    return dataclasses.replace(corpus, splits=splits, spec=dataclasses.replace(corpus.spec, extractors=extractors),
-                               notes=[*corpus.notes, f"features standardised on the train split ({', '.join(stats)})"])

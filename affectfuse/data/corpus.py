@@ -61,6 +61,9 @@ class Split(Dataset):
     """modality -> (N, T_m) bool."""
     labels: np.ndarray
     """(N, K) float32 scores or (N, K) int64 classes."""
+    standardisation: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False)
+    """The statistics these features were z-scored with (`data.standardisation`), None for raw features: `predict`
+    standardises a raw split for a model trained on standardised features, and refuses a mismatch."""
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -113,6 +116,7 @@ class Split(Dataset):
             features={m: x[index] for m, x in self.features.items()},
             masks={m: x[index] for m, x in self.masks.items()},
             labels=self.labels[index],
+            standardisation=self.standardisation,
         )
 
 
@@ -132,6 +136,8 @@ class Corpus:
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
     _ready: Corpus | None = field(default=None, init=False, repr=False, compare=False)
     """The corpus `data.checks.ready_for_training` made of this one (checked once per corpus, not once per run)."""
+    _standardised: Corpus | None = field(default=None, init=False, repr=False, compare=False)
+    """The corpus `data.standardisation.standardised` made of this one (once per corpus, not once per run)."""
 
     def fingerprint(self) -> str:
         """sha256 of the content (ids, features, masks, labels of every split): results computed from this corpus

@@ -105,7 +105,8 @@ def load_data(
         nonfinite: "error" rejects NaN/inf features; "zero" replaces them by 0 with a warning and counts them.
         task: "auto" (the task the labels show), "regression" or "classification" (`tasks.interpret_labels`).
         label_centre: the neutral point of a rated scale (e.g. 3 on 1..5): Acc-2/F1 are above vs below it.
-        standardise: z-score every feature dimension with the train split's statistics (`checks.standardise`).
+        standardise: z-score every feature dimension with the train split's statistics
+            (`standardisation.standardise`; a model trained on them standardises raw features itself).
         **options: reader options (e.g. ``emotion="happy"`` for LMF IEMOCAP, ``seed=`` for mosi-utterance).
 
     Raises:
@@ -130,7 +131,7 @@ def load_data(
     else:
         corpus = interpret_labels(_load(spec, nonfinite, options), task, label_centre)
     if standardise:
-        from .checks import standardise as standardised
+        from .standardisation import standardise as standardised
 
         return standardised(corpus)
     return corpus

@@ -10,6 +10,7 @@ import torch
 
 from ..data.batch import Batch
 from ..data.corpus import BatchLoader, Split
+from ..data.standardisation import split_for_model
 from .metrics import MetricSuite, metrics_for
 
 
@@ -20,8 +21,11 @@ def predict(
     """(ids, predictions, labels) over `data`, in order; predictions (N, K) scores or (N, K, C) logits.
 
     `data`: a `Split`, or any iterable of `Batch`es. Runs `forward` only, in eval mode; labels are passed through as
-    they are (NaN for unlabelled samples), never used.
+    they are (NaN for unlabelled samples), never used. A model trained on standardised features standardises a raw
+    `Split` with its own statistics (`data.standardisation`); batches are taken as the model's input, as they are.
     """
+    if isinstance(data, Split) and getattr(model, "spec", None) is not None:
+        data = split_for_model(model.spec, data)
     loader = BatchLoader(data, batch_size=batch_size) if isinstance(data, Split) else data
     device = next(model.parameters()).device
     was_training = model.training

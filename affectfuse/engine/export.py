@@ -3,7 +3,8 @@ It holds the inference modules only (not the training-only `aux`).
 
 The exported module takes two dicts keyed by modality (those of the model's input spec, e.g. "text", "audio",
 "vision"): ``features`` (B, T_m, D_m) float32 and ``masks`` (B, T_m) bool, True on real steps, padded at the end as
-`collate` pads them; it returns the prediction tensor, (B, K) scores or (B, K, C) logits. The input spec travels
+`collate` pads them; it returns the prediction tensor, (B, K) scores or (B, K, C) logits. Features are raw: a model
+trained on standardised features carries its statistics into the file and applies them. The input spec travels
 inside the file (`affectfuse.json`, read with `exported_spec`).
 
 Why TorchScript, not ONNX or `torch.export`: the models branch on their masks (skip the masking work when every step
@@ -17,6 +18,7 @@ has one step), and every export is checked against the eager model on a second b
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -41,10 +43,21 @@ class _TensorInterface(nn.Module):
         if isinstance(getattr(self.model, "aux", None), nn.ModuleDict):
             # training-only modules (base.FusionModel): never run by forward, so the file leaves them out
             self.model.aux = nn.ModuleDict()
+        # a model trained on standardised features: the file takes raw ones, as `predict` does
+        stats = model.spec.standardisation or {}
+        self.moments = {m: (torch.tensor(s["mean"], dtype=torch.float32), torch.tensor(s["std"], dtype=torch.float32))
+                        for m, s in stats.items()}
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        batch = Batch(features=features, masks=masks, label=torch.zeros(0), ids=[])
+        batch = Batch(features=standardised(features, masks, self.moments), masks=masks, label=torch.zeros(0), ids=[])
         return self.model(batch).prediction
+
+
+def standardised(features: dict[str, Tensor], masks: dict[str, Tensor],
+                 moments: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """`features` z-scored with (mean, std) per modality, padding kept 0 (`data.standardisation`, in torch)."""
+    return {m: (x - moments[m][0]) / moments[m][1] * masks[m][..., None] if m in moments else x
+            for m, x in features.items()}
 
 
 def example_batch(spec: InputSpec, batch_size: int = 3, *, seed: int = 0) -> Batch:
@@ -89,7 +102,8 @@ def export_torchscript(
         # and about its own deprecation in favour of torch.export, which cannot take those branches (module docstring)
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(interface, (example.features, example.masks), check_trace=False, strict=False)
-    expected = model(check).prediction
+    moments = interface.moments
+    expected = model(dataclasses.replace(check, features=standardised(check.features, check.masks, moments))).prediction
     got = traced(check.features, check.masks)
     if got.shape != expected.shape or not torch.allclose(got, expected, atol=atol, rtol=0):
         difference = (got - expected).abs().max().item() if got.shape == expected.shape else "shape"

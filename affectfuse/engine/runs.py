@@ -18,10 +18,11 @@ import numpy as np
 
 from ..config import Recipe
 from ..config.overrides import apply_overrides
-from ..config.recipes import AutoPlan, auto_plan
+from ..config.recipes import AUTO_STANDARDISE, AutoPlan, auto_plan
 from ..config.registry import create_model, default_recipe, get_entry
 from ..data.checks import check_split, labelled, ready_for_training
 from ..data.corpus import Corpus
+from ..data.standardisation import for_model, standardised
 from ..data.tasks import describe_task
 from ..io import atomic_write, sha256_file, write_json
 from ..outputs import FinishedRunError, claim, prepare_run
@@ -89,6 +90,7 @@ def train_model(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     overwrite: bool = False,
     trackers: Sequence[str] = (),
+    standardise: bool | None = None,
 ) -> RunResult:
     """Train one model with one seed; select on validation; touch the test split once, with the selected weights.
 
@@ -100,12 +102,17 @@ def train_model(
     when it was trained with the same settings on the same data (by content), refused otherwise; `overwrite=True`
     trains again, keeping the old files in `attempt-N/`, as are those of an earlier attempt that did not finish.
     `trackers` (`affectfuse.trackers`: tensorboard, mlflow, wandb) log the settings and every epoch into `out_dir`.
+    `standardise`: train on features z-scored with the train split's statistics (`data.standardisation`; the
+    checkpoint keeps them). None (default): as the recipe says, i.e. the `auto` plan of a corpus with no stored recipe
+    standardises (`config.recipes.AUTO_STANDARDISE`), a stored recipe does not; a standardised corpus stays so.
     """
     check_trackers(trackers)
     if trackers and out_dir is None:
         raise ValueError(f"trackers {list(trackers)} write into the run's folder: give an output folder")
     corpus = ready_for_training(corpus)
     recipe_name, base = resolve_recipe(model_name, corpus, recipe)
+    if (recipe_name == "auto" and AUTO_STANDARDISE) if standardise is None else standardise:
+        corpus = ready_for_training(standardised(corpus))
     user = {**(overrides or {}), "train.seed": seed}
     plan = auto_plan(model_name, _train_size(corpus), user_overrides=overrides) if recipe_name == "auto" else None
     config, train = apply_overrides(model_name, user, base)
@@ -197,6 +204,7 @@ def _train(
     auto = None
     if search is not None:
         model, result, train, auto = search.run(model_name, corpus, out_dir, progress, on_epoch)
+        auto["features"] = "standardised on train" if corpus.spec.standardisation is not None else "raw"
     else:
         seed_everything(train.seed)
         model = create_model(model_name, corpus.spec, config)
@@ -238,6 +246,7 @@ def _train(
                 **(request or {}),
                 "data": corpus.source,
                 "task": describe_task(corpus.spec),
+                "standardised": corpus.spec.standardisation is not None,
                 "baselines": {name: b.to_dict() for name, b in baselines(corpus).items()},
                 **({"test_confusion": confusion(predictions, labels)} if corpus.spec.task == "classification" else {}),
                 "checkpoint": "best.pt",
@@ -291,8 +300,10 @@ def summarise(results: dict[str, list[RunResult]], split: str = "test") -> dict[
 
 
 def evaluate_checkpoint(checkpoint: Path | str, corpus: Corpus, *, split: str = "test") -> dict[str, float]:
-    """Metrics of a saved model on one split of a corpus, after checking the data fits the model."""
+    """Metrics of a saved model on one split of a corpus, after checking the data fits the model. Raw features are
+    standardised with the model's statistics when it was trained on standardised ones (`data.standardisation`)."""
     model = load_model(checkpoint)
+    corpus = for_model(model.spec, corpus)
     problems = model.spec.compatible_with(corpus.spec)
     if problems:
         raise ValueError(

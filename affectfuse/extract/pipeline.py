@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputSpec
 from ..data.corpus import Corpus, Split, spec_from_splits
+from ..data.standardisation import for_model, raw_extractors
 from ..io import atomic_write, write_json
 from ..workers import stopped_on_exit, watch_parent
 from .cache import check_writable, load_cached, save_clip
@@ -495,7 +496,7 @@ def checkpoint_extractors(spec: InputSpec, checkpoint: Path | str, text_model: s
             "vision as written by `affectfuse extract`"
         )
     try:
-        return Extractors.from_names(names, text_model)
+        return Extractors.from_names(raw_extractors(names), text_model)
     except ValueError as error:
         raise ValueError(
             f"checkpoint {checkpoint} was trained on features from extractors {names}, which `affectfuse extract` "
@@ -521,7 +522,7 @@ def predict_clip(
     extractors = checkpoint_extractors(spec, checkpoint, text_model)
     words = Words(split_words(transcript), None, "--transcript") if transcript else words_for(path, {}, {})
     features = extract_clip(path, extractors, words)
-    corpus = build_corpus([features], extractors, {}, aligned=spec.aligned, name=path.stem)
+    corpus = for_model(spec, build_corpus([features], extractors, {}, aligned=spec.aligned, name=path.stem))
     problems = spec.compatible_with(corpus.spec)
     if problems:
         raise ValueError(f"checkpoint {checkpoint} cannot score {path}: " + "; ".join(problems))

@@ -25,6 +25,7 @@ Two ways to draw the uniforms:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -115,7 +116,7 @@ def apply_masks(split: Split, kept: Mapping[str, np.ndarray], *, spec: InputSpec
         features[m] = _drop(
             torch.from_numpy(split.features[m]), dropped, tokens=m == "text" and uses_bert_tokens(spec)
         ).numpy()
-    return Split(ids=list(split.ids), features=features, masks=dict(split.masks), labels=split.labels)
+    return dataclasses.replace(split, ids=list(split.ids), features=features, masks=dict(split.masks))
 
 
 def _drop(x: Tensor, dropped: Tensor, *, tokens: bool) -> Tensor:

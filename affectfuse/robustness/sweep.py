@@ -49,7 +49,9 @@ from typing import Any
 import numpy as np
 
 from ..config import MODALITIES, Modalities
+from ..config.recipes import AUTO_STANDARDISE
 from ..data.corpus import Corpus
+from ..data.standardisation import standardised
 from ..engine.metrics import aggregate, metrics_for
 from ..io import write_json
 from ..outputs import claim
@@ -266,7 +268,10 @@ def run_sweep(
         ran = 0
         with job_bar(len(grid), done=len(done), desc="sweep", enabled=progress) as bar:
             for name in models:
-                _, recipe = resolve_recipe(name, corpus)
+                recipe_name, recipe = resolve_recipe(name, corpus)
+                # features the `auto` plan standardises are dropped in the model's input space (a dropped step is
+                # the train mean there), and both protocols train and test on the same standardised view
+                data = standardised(corpus) if recipe_name == "auto" and AUTO_STANDARDISE else corpus
                 overrides: dict[str, Any] = {}
                 if settings.quick:
                     overrides.update(quick_overrides(name, recipe.train.max_epochs, recipe.train.patience))
@@ -284,12 +289,12 @@ def run_sweep(
                         if settings.protocol == "test-only":
                             if trained is None:
                                 bar.set_postfix_str(f"{name} seed {seed}: training on complete data")
-                                trained = _trained_model(name, corpus, seed, overrides, out, progress)
+                                trained = _trained_model(name, data, seed, overrides, out, progress)
                             model, run = trained
-                            test = drop_splits(corpus, condition, ("test",), seeds_m).split("test")
+                            test = drop_splits(data, condition, ("test",), seeds_m).split("test")
                             metrics = evaluate(model, test)
                         else:
-                            run = _train_at(name, corpus, condition, seed, seeds_m, overrides, simulates, progress)
+                            run = _train_at(name, data, condition, seed, seeds_m, overrides, simulates, progress)
                             metrics = run.test
                         point = {
                             "model": name,
