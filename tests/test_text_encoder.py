@@ -203,3 +203,28 @@ def test_loaded_weights_are_the_saved_ones(tiny_bert, offline):
     assert set(loaded) == {k for k in saved if not k.startswith("pooler.")}
     for name, tensor in loaded.items():
         torch.testing.assert_close(tensor, saved[name], msg=name)
+
+
+def test_length_groups_give_the_padded_batchs_states_and_gradients(tiny_bert, offline, monkeypatch):
+    """BERT run per group of similar lengths, each trimmed to its longest: the real tokens' states and every BERT
+    gradient as one call over the padded batch; zeros at padded positions."""
+    from affectfuse.models import text_encoder
+    from affectfuse.models.layers import length_groups
+
+    lengths = (7, 2, 6, 2, 3, 7, 2, 5)
+    monkeypatch.setattr(text_encoder, "BERT_CALL_COST", 0.5)  # calls this cheap: several groups at these lengths
+    assert len(length_groups(list(lengths), 0.5)) > 1
+    encoder = TextEncoder(TOKEN_SPEC, bert_path=str(tiny_bert)).eval()
+    x, mask = tokens(len(lengths), lengths)
+    grouped = encoder(x, mask)
+    whole = encoder.bert(input_ids=x[..., 0].long(), attention_mask=mask.long(),
+                         token_type_ids=x[..., 2].long()).last_hidden_state
+    torch.testing.assert_close(grouped[mask], whole[mask], atol=1e-5, rtol=0)
+    assert grouped[~mask].abs().sum() == 0
+    weights = torch.randn_like(grouped) * mask[..., None]
+    params = [p for p in encoder.bert.parameters() if p.requires_grad]
+    got = torch.autograd.grad((grouped * weights).sum(), params, allow_unused=True)
+    want = torch.autograd.grad((whole * weights).sum(), params, allow_unused=True)
+    for a, b in zip(got, want, strict=True):
+        if b is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

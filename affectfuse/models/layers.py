@@ -110,19 +110,19 @@ LSTM_STEP_COST = 2
 """The latency of one recurrent step whatever the batch, in sample-steps (same measurement)."""
 
 
-def lstm_segments(lengths: list[int]) -> list[int]:
-    """Where to cut the time axis for `run_lstm`: the stop step of each segment, ascending, the last being
-    the longest length. Chosen to minimise the measured cost (`LSTM_CALL_COST` per call, `LSTM_STEP_COST` per step,
-    one per sample-step) over cut points at the batch's lengths (at most 12 of them: its length quantiles)."""
+def _cut_candidates(lengths: list[int]) -> list[int]:
+    """0 and the batch's distinct lengths, ascending (at most 12 of them: its length quantiles, the longest kept)."""
     values = sorted(set(lengths))
     if len(values) > 12:
-        picks = {values[round(q * (len(values) - 1) / 11)] for q in range(12)}
-        values = sorted(picks)
-    points = [0, *values]
-    longer = [sum(1 for n in lengths if n > p) for p in points]  # samples still running after each point
+        values = sorted({values[round(q * (len(values) - 1) / 11)] for q in range(12)})
+    return [0, *values]
+
+
+def _cheapest_cuts(points: list[int], cost) -> list[int]:  # noqa: ANN001  (cost: (i, j) -> float)
+    """The stops, ascending, of the cheapest split of (0, points[-1]] into spans (points[i], points[j]]."""
     best, cut_from = [0.0], [0]
     for j in range(1, len(points)):
-        costs = [best[i] + LSTM_CALL_COST + (longer[i] + LSTM_STEP_COST) * (points[j] - points[i]) for i in range(j)]
+        costs = [best[i] + cost(i, j) for i in range(j)]
         i = min(range(j), key=costs.__getitem__)
         best.append(costs[i])
         cut_from.append(i)
@@ -131,6 +131,24 @@ def lstm_segments(lengths: list[int]) -> list[int]:
         stops.append(points[j])
         j = cut_from[j]
     return stops[::-1]
+
+
+def lstm_segments(lengths: list[int]) -> list[int]:
+    """Where to cut the time axis for `run_lstm`: the stop step of each segment, ascending, the last being the
+    longest length. Chosen to minimise the measured cost (`LSTM_CALL_COST` per call, `LSTM_STEP_COST` per step, one
+    per sample-step of the samples still running) over cut points at the batch's lengths."""
+    points = _cut_candidates(lengths)
+    running = [sum(1 for n in lengths if n > p) for p in points]  # samples still running after each point
+    return _cheapest_cuts(points, lambda i, j: LSTM_CALL_COST + (running[i] + LSTM_STEP_COST) * (points[j] - points[i]))
+
+
+def length_groups(lengths: list[int], call_cost: float) -> list[int]:
+    """Groups of samples of similar lengths for a model whose samples are independent (BERT): the upper length of
+    each group, ascending; a group holds the samples with lengths in (previous upper, upper] and runs trimmed to its
+    upper length. Chosen to minimise `call_cost` per group plus one per token run."""
+    points = _cut_candidates(lengths)
+    upto = [sum(1 for n in lengths if n <= p) for p in points]
+    return _cheapest_cuts(points, lambda i, j: call_cost + (upto[j] - upto[i]) * points[j])
 
 
 def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor, *, steps: bool = False) -> tuple[Tensor, Tensor | None]:

@@ -22,9 +22,14 @@ import inspect
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import InputSpec, uses_bert_tokens
+from .layers import length_groups
+
+BERT_CALL_COST = 64
+"""The fixed cost of one BERT call in tokens, for choosing the length groups (`TextEncoder.by_length`)."""
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = (
@@ -84,8 +89,31 @@ class TextEncoder(nn.Module):
         attention = ((x[..., 1] > 0.5) & mask.to(torch.bool)).long()
         segments = x[..., 2].round().long()
         with contextlib.nullcontext() if self.finetune else torch.no_grad():
-            out = self.bert(input_ids=ids, attention_mask=attention, token_type_ids=segments)
-        return out.last_hidden_state
+            if torch.jit.is_tracing() or not bool((attention[:, 1:] <= attention[:, :-1]).all()):
+                # padding not all at the end (or a trace, which records one path): the whole batch in one call
+                return self.bert(input_ids=ids, attention_mask=attention, token_type_ids=segments).last_hidden_state
+            return self.by_length(ids, attention, segments)
+
+    def by_length(self, ids: Tensor, attention: Tensor, segments: Tensor) -> Tensor:
+        """BERT over end-padded tokens, each group of samples of similar lengths trimmed to its longest: a sample's
+        real tokens attend only to each other, so their states are the same as in the padded batch (to rounding),
+        for less work (`length_groups` picks the groups). Padded positions get zeros, not the states BERT computes
+        there, which no method reads."""
+        b, t = ids.shape
+        lengths = attention.sum(1).clamp_min(1)
+        sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+        as_list = sorted_lengths.tolist()
+        stops = length_groups(as_list, BERT_CALL_COST)
+        pieces, start = [], 0
+        for stop in stops:  # samples whose length is in (start, stop]: a slice of the sorted batch, trimmed to stop
+            first, last = sum(1 for n in as_list if n > stop), sum(1 for n in as_list if n > start)
+            rows = order[first:last]
+            out = self.bert(input_ids=ids[rows, :stop], attention_mask=attention[rows, :stop],
+                            token_type_ids=segments[rows, :stop]).last_hidden_state  # (n, stop, H)
+            pieces.append(F.pad(out, (0, 0, 0, t - stop)))
+            start = stop
+        states = torch.cat(pieces[::-1])[torch.argsort(order)]  # (B, T, H), the input's order
+        return states * attention.unsqueeze(-1).to(states.dtype)
 
 
 def load_bert(bert_path: str | Path) -> nn.Module:
