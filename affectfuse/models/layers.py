@@ -152,6 +152,13 @@ def length_groups(lengths: list[int], call_cost: float) -> list[int]:
     return _cheapest_cuts(points, lambda i, j: call_cost + (upto[j] - upto[i]) * points[j])
 
 
+def pack_real_steps(x: Tensor, mask: Tensor) -> nn.utils.rnn.PackedSequence:
+    """Each sample's real steps of (B, T, D), moved to the front, as a `PackedSequence` (a sample with no real step
+    keeps one step: its first)."""
+    x, lengths = front_align(x, mask)
+    return nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+
+
 def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor, *, steps: bool = False) -> tuple[Tensor, Tensor | None]:
     """A unidirectional LSTM over each sample's real steps only, as if packed by length: (B, T, D), (B, T) mask (real
     steps anywhere, e.g. the SDK's front padding) -> the last layer's hidden state at each sample's last real step,
@@ -168,10 +175,7 @@ def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor, *, steps: bool = False) -> t
     b, t = mask.shape
     lengths = mask.sum(1)
     if torch.jit.is_tracing():  # a trace records one path, and only packing's holds for every batch
-        x, lengths = front_align(x * mask.unsqueeze(-1).to(x.dtype), mask)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        out, (h, _) = rnn(packed)
+        out, (h, _) = rnn(pack_real_steps(x * mask.unsqueeze(-1).to(x.dtype), mask))
         out = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t)[0] if steps else None
         return h[-1], out
     if bool(mask.all()):  # full-length batch: one call, nothing to skip
@@ -182,7 +186,8 @@ def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor, *, steps: bool = False) -> t
     real_first = torch.sort((~mask[order]).to(torch.int8), dim=1, stable=True).indices[:, :longest]
     rows = (order[:, None] * t + real_first).flatten()
     x = x.reshape(b * t, -1).index_select(0, rows).view(b, longest, -1)  # sorted, front-aligned, trimmed
-    x = x * (lengths[order] > 0).to(x.dtype)[:, None, None]  # no real step: its one step is zeros
+    if bool((lengths == 0).any()):  # no real step: its one step is zeros
+        x = x * (lengths[order] > 0).to(x.dtype)[:, None, None]
     as_list = sorted_lengths.tolist()
     finals, pieces, state, start = [], [], None, 0
     for stop in lstm_segments(as_list):

@@ -56,7 +56,7 @@ from ..config import InputSpec, Recipe, TrainConfig, uses_bert_tokens
 from ..config.registry import register_model
 from ..data.batch import Batch
 from .base import FusionModel, Losses, Output, Stage, task_loss
-from .layers import Dropout, front_align, masked_mean, run_lstm
+from .layers import Dropout, front_align, masked_mean, pack_real_steps, run_lstm
 from .text_encoder import TextEncoder
 
 LETTER = {"text": "t", "audio": "a", "vision": "v"}
@@ -156,10 +156,7 @@ class RNNEncoder(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D_in), (B, T) -> (B, out)
         if not self.rnn.bidirectional:
             return self.linear(self.drop(run_lstm(self.rnn, x, mask)[0]))
-        x, lengths = front_align(x, mask)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        _, (h, _) = self.rnn(packed)  # (layers x directions, B, hidden)
+        _, (h, _) = self.rnn(pack_real_steps(x, mask))  # (layers x directions, B, hidden)
         h = torch.cat([h[-2], h[-1]], dim=-1)
         return self.linear(self.drop(h))
 

@@ -104,6 +104,11 @@ class TextEncoder(nn.Module):
         sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
         as_list = sorted_lengths.tolist()
         stops = length_groups(as_list, BERT_CALL_COST)
+        if len(stops) == 1:  # one group: the batch in its own order, trimmed; nothing to sort back
+            out = self.bert(input_ids=ids[:, :stops[0]], attention_mask=attention[:, :stops[0]],
+                            token_type_ids=segments[:, :stops[0]]).last_hidden_state
+            states = F.pad(out, (0, 0, 0, t - stops[0]))
+            return states if bool(attention.all()) else states * attention.unsqueeze(-1).to(states.dtype)
         pieces, start = [], 0
         for stop in stops:  # samples whose length is in (start, stop]: a slice of the sorted batch, trimmed to stop
             first, last = sum(1 for n in as_list if n > stop), sum(1 for n in as_list if n > start)

@@ -75,7 +75,7 @@ from ..config.registry import register_model
 from ..data.batch import Batch
 from ..robustness.missing import apply_kept, drop_features
 from .base import FusionModel, Losses, Output, task_loss
-from .layers import Dropout, TransformerEncoder, front_align
+from .layers import Dropout, TransformerEncoder, front_align, pack_real_steps
 from .text_encoder import TextEncoder, bert_param_groups
 
 MIN_SELF_LAYERS = 3
@@ -207,8 +207,7 @@ class GatedPooling(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor, *, pool_mask: Tensor | None) -> Tensor:
         """H_m (B, T, Md), its front-aligned (B, T) mask -> (B, hidden); `pool_mask` None pools over every step."""
-        lengths = mask.sum(1).clamp_min(1).cpu()  # a sample with no real step runs on one (zero) step
-        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_real_steps(h, mask)  # a sample with no real step runs on one (zero) step
         out, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=h.shape[1])
         g = torch.sigmoid(self.gate(out.transpose(1, 2))).transpose(1, 2)  # (B, T, 1)
         u = torch.tanh(self.project(torch.cat([h, torch.tanh(out) * g], dim=-1)))  # (B, T, hidden)
